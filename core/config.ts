@@ -1,0 +1,121 @@
+import { hostname } from 'node:os'
+import { randomBytes } from 'node:crypto'
+import { z } from 'zod'
+
+const roleNames = ['gateway', 'actors', 'workers'] as const
+export type Role = (typeof roleNames)[number]
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes')
+
+const url = (protocols: RegExp) =>
+  z.string().refine((v) => {
+    try {
+      return protocols.test(new URL(v).protocol)
+    } catch {
+      return false
+    }
+  }, `must be a URL with protocol ${protocols.source}`)
+
+const csv = z.string().transform((v) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0),
+)
+
+const origin = z.string().refine((v) => {
+  try {
+    return new URL(v).origin === v
+  } catch {
+    return false
+  }
+}, 'must be an origin like https://app.example.com (scheme, host, optional port; no path)')
+
+// The only reader of process.env: every variable the program understands is here, with its default.
+export const EnvSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DATABASE_URL: url(/^postgres(ql)?:$/).default('postgres://postgres@127.0.0.1:5432/app'),
+  NATS_URL: url(/^(nats|tls|ws|wss):$/).default('nats://127.0.0.1:4222'),
+  REDIS_URL: url(/^rediss?:$/).default('redis://127.0.0.1:6379'),
+  NAMESPACE: z
+    .string()
+    .regex(/^[a-z][a-z0-9_-]{0,39}$/, 'must be 1-40 characters of a-z, 0-9, _ or -, starting with a letter')
+    .default('app'),
+  ROLES: csv
+    .pipe(z.array(z.enum(roleNames)).min(1, 'must name at least one of gateway, actors, workers'))
+    .default([...roleNames]),
+  NODE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 characters of A-Z, a-z, 0-9, _ or -')
+    .optional(),
+  CORS_ORIGINS: csv.pipe(z.array(origin)).default([]),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_PRETTY: bool.default(false),
+  MIGRATE_ON_START: bool.default(true),
+  BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(300_000).default(10_000),
+  STARTUP_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
+  DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10),
+  HEALTH_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
+  EVENTS_MAX_AGE_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
+})
+
+export interface Config {
+  port: number
+  host: string
+  databaseUrl: string
+  natsUrl: string
+  redisUrl: string
+  namespace: string
+  roles: ReadonlySet<Role>
+  nodeId: string
+  corsOrigins: readonly string[]
+  logLevel: string
+  logPretty: boolean
+  migrateOnStart: boolean
+  bodyLimitBytes: number
+  shutdownTimeoutMs: number
+  startupTimeoutMs: number
+  dbPoolMax: number
+  healthTimeoutMs: number
+  eventsMaxAgeHours: number
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** Reads the configuration from an environment map; throws ConfigError naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  // An empty variable means "not set", as in most deployment tools.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
+  const parsed = EnvSchema.safeParse(present)
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`)
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`)
+  }
+  const e = parsed.data
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    databaseUrl: e.DATABASE_URL,
+    natsUrl: e.NATS_URL,
+    redisUrl: e.REDIS_URL,
+    namespace: e.NAMESPACE,
+    roles: new Set(e.ROLES),
+    nodeId: e.NODE_ID ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 40)}-${randomBytes(4).toString('hex')}`,
+    corsOrigins: e.CORS_ORIGINS,
+    logLevel: e.LOG_LEVEL,
+    logPretty: e.LOG_PRETTY,
+    migrateOnStart: e.MIGRATE_ON_START,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    startupTimeoutMs: e.STARTUP_TIMEOUT_MS,
+    dbPoolMax: e.DB_POOL_MAX,
+    healthTimeoutMs: e.HEALTH_TIMEOUT_MS,
+    eventsMaxAgeHours: e.EVENTS_MAX_AGE_HOURS,
+  }
+}

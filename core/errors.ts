@@ -1,0 +1,82 @@
+/** One table of error codes: the stable `code` clients match on, its HTTP status and title. */
+export const errorCodes = {
+  'validation.failed': { status: 400, title: 'Invalid request' },
+  'validation.malformed_json': { status: 400, title: 'Malformed JSON body' },
+  'bad_request': { status: 400, title: 'Bad request' },
+  'auth.unauthenticated': { status: 401, title: 'Authentication required' },
+  'rbac.forbidden': { status: 403, title: 'Forbidden' },
+  'cors.origin_not_allowed': { status: 403, title: 'Origin not allowed' },
+  'not_found': { status: 404, title: 'Not found' },
+  'method_not_allowed': { status: 405, title: 'Method not allowed' },
+  'conflict': { status: 409, title: 'Conflict' },
+  'payload_too_large': { status: 413, title: 'Payload too large' },
+  'unsupported_media_type': { status: 415, title: 'Unsupported media type' },
+  'rate_limited': { status: 429, title: 'Too many requests' },
+  'internal': { status: 500, title: 'Internal server error' },
+  'unavailable': { status: 503, title: 'Service unavailable' },
+  'timeout': { status: 504, title: 'Timed out' },
+} as const satisfies Record<string, { status: number; title: string }>
+
+export type ErrorCode = keyof typeof errorCodes
+
+export interface FieldError {
+  path: string
+  message: string
+}
+
+export interface AppErrorOptions {
+  cause?: unknown
+  errors?: FieldError[]
+  headers?: Record<string, string>
+}
+
+export class AppError extends Error {
+  override name = 'AppError'
+  readonly errors: FieldError[] | undefined
+  readonly headers: Record<string, string> | undefined
+
+  constructor(
+    readonly code: ErrorCode,
+    detail: string,
+    options: AppErrorOptions = {},
+  ) {
+    super(detail, options.cause === undefined ? undefined : { cause: options.cause })
+    this.errors = options.errors
+    this.headers = options.headers
+  }
+
+  get status(): number {
+    return errorCodes[this.code].status
+  }
+}
+
+/** RFC 9457 problem document, as API.md shapes it. */
+export interface Problem {
+  type: string
+  title: string
+  status: number
+  detail: string
+  code: ErrorCode
+  requestId: string
+  errors?: FieldError[]
+}
+
+export function problemOf(err: AppError, requestId: string): Problem {
+  const { status, title } = errorCodes[err.code]
+  const problem: Problem = { type: problemType(err.code), title, status, detail: err.message, code: err.code, requestId }
+  if (err.errors) problem.errors = err.errors
+  return problem
+}
+
+export function problemType(code: ErrorCode): string {
+  return `urn:problem-type:${code}`
+}
+
+/** What a client may see of an error that is not an AppError: nothing of its internals. */
+export function internalError(cause: unknown): AppError {
+  return new AppError('internal', 'An unexpected error occurred; it has been logged.', { cause })
+}
+
+export const notFound = (what: string) => new AppError('not_found', `${what} was not found`)
+export const unavailable = (what: string, cause?: unknown) =>
+  new AppError('unavailable', `${what} is unavailable; try again shortly`, { cause })

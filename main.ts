@@ -1,0 +1,158 @@
+import { pathToFileURL } from 'node:url'
+import { ConfigError, loadConfig, type Config } from './core/config.js'
+import { createLogger, type Logger } from './core/log.js'
+import { createRegistry, type Registry } from './core/metrics.js'
+import { namesFor, type Names } from './core/names.js'
+import { migrate, migrationsDir } from './storage/migrate.js'
+import { connectNats, ensureStreams, pingNats, type NatsConnection } from './storage/nats.js'
+import { createDbMetrics, createSql, pingPostgres, type Sql } from './storage/postgres.js'
+import { createRedis, pingRedis, type Redis } from './storage/redis.js'
+import { docsRoutes } from './transport/docs-routes.js'
+import { healthRoutes } from './transport/health-routes.js'
+import { createHttpServer, type HttpServer } from './transport/http-server.js'
+import { metricsRoute } from './transport/metrics-route.js'
+import { buildOpenApi, openApiRoute } from './transport/openapi.js'
+import type { Route } from './transport/route.js'
+
+export interface AppNode {
+  config: Config
+  names: Names
+  log: Logger
+  registry: Registry
+  sql: Sql
+  redis: Redis
+  nc: NatsConnection
+  server: HttpServer
+  port: number
+  /** Readiness 503, stop listening, finish in-flight requests, then close NATS, Redis and Postgres. */
+  shutdown(): Promise<void>
+}
+
+export interface StartOptions {
+  log?: Logger
+  /** Extra routes mounted beside the built-in ones (tests use this to add probes). */
+  routes?: Route[]
+}
+
+export class StartupError extends Error {
+  override name = 'StartupError'
+}
+
+const LEASE_TTL_MS = 10_000
+
+export async function startNode(config: Config, options: StartOptions = {}): Promise<AppNode> {
+  const log = options.log ?? createLogger({ level: config.logLevel, pretty: config.logPretty, nodeId: config.nodeId })
+  const names = namesFor(config.namespace)
+  const registry = createRegistry({ node: config.nodeId })
+  const deadline = Date.now() + config.startupTimeoutMs
+  let state: 'joining' | 'ready' | 'draining' = 'joining'
+
+  const sql = createSql({ url: config.databaseUrl, max: config.dbPoolMax, applicationName: `actorbase-${config.nodeId}` }, registry)
+  const db = createDbMetrics(registry)
+  const redis = createRedis({ url: config.redisUrl, keyPrefix: names.redisPrefix, connectTimeoutMs: 2_000 })
+  let nc: NatsConnection | undefined
+  try {
+    await retryUntil(deadline, 'Postgres', redact(config.databaseUrl), () => pingPostgres(sql, 2_000))
+    await retryUntil(deadline, 'Redis', redact(config.redisUrl), () => redis.connect())
+    nc = await retryUntil(deadline, 'NATS', config.natsUrl, () =>
+      connectNats({ url: config.natsUrl, name: `actorbase-${config.nodeId}`, connectTimeoutMs: 2_000 }, log),
+    )
+    if (config.migrateOnStart) await db.timed('migrate', () => migrate(sql, migrationsDir, log))
+    await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, leaseTtlMs: LEASE_TTL_MS })
+  } catch (err) {
+    await Promise.allSettled([sql.end({ timeout: 1 }), redis.quit(), nc?.close()])
+    throw err
+  }
+  const natsConn = nc
+
+  const timeout = config.healthTimeoutMs
+  const routes: Route[] = [
+    ...healthRoutes({
+      postgres: () => db.timed('health', () => pingPostgres(sql, timeout)),
+      nats: () => pingNats(natsConn, timeout),
+      redis: () => pingRedis(redis, timeout),
+      nodeState: () => state,
+    }),
+    metricsRoute(registry),
+    ...docsRoutes(),
+    ...(options.routes ?? []),
+  ]
+  routes.push(openApiRoute(() => buildOpenApi(routes, { title: 'actorbase API', version: '1', description: 'Public HTTP contract; see API.md' })))
+  const server = createHttpServer({
+    host: config.host,
+    port: config.port,
+    bodyLimitBytes: config.bodyLimitBytes,
+    corsOrigins: config.corsOrigins,
+    log,
+    registry,
+    routes,
+  })
+  const port = await server.listen()
+  state = 'ready'
+  log.info({ port, roles: [...config.roles], namespace: config.namespace }, 'node started')
+
+  let stopping: Promise<void> | undefined
+  const shutdown = () =>
+    (stopping ??= (async () => {
+      state = 'draining'
+      const { unfinished } = await server.drain(config.shutdownTimeoutMs)
+      if (unfinished > 0) log.warn({ unfinished }, 'shutdown deadline passed with requests still running')
+      await Promise.allSettled([natsConn.drain(), redis.quit(), sql.end({ timeout: 5 })])
+      log.info('node stopped')
+    })())
+
+  return { config, names, log, registry, sql, redis, nc: natsConn, server, port, shutdown }
+}
+
+/** Retries a connection until the start-up deadline, then fails with one line naming the dependency. */
+async function retryUntil<T>(deadline: number, what: string, where: string, attempt: () => Promise<T>): Promise<T> {
+  let last: unknown
+  do {
+    try {
+      return await attempt()
+    } catch (err) {
+      last = err
+      await new Promise((r) => setTimeout(r, 250))
+    }
+  } while (Date.now() < deadline)
+  const reason = last instanceof Error ? last.message : String(last)
+  throw new StartupError(`cannot reach ${what} at ${where}: ${reason}`, { cause: last })
+}
+
+/** Connection strings may carry passwords; errors and logs show them without. */
+function redact(url: string): string {
+  const parsed = new URL(url)
+  if (parsed.password) parsed.password = '***'
+  return parsed.toString()
+}
+
+async function main(): Promise<void> {
+  let config: Config
+  try {
+    config = loadConfig(process.env)
+  } catch (err) {
+    process.stderr.write(`${err instanceof ConfigError ? err.message : String(err)}\n`)
+    process.exit(1)
+  }
+  let node: AppNode
+  try {
+    node = await startNode(config)
+  } catch (err) {
+    process.stderr.write(`start-up failed: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exit(1)
+  }
+  const stop = (signal: string) => {
+    node.log.info({ signal }, 'shutting down')
+    node.shutdown().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        node.log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) await main()

@@ -1,0 +1,98 @@
+import { connect, nanos, type NatsConnection } from '@nats-io/transport-node'
+import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type JetStreamManager, type StreamConfig } from '@nats-io/jetstream'
+import { Kvm } from '@nats-io/kv'
+import type { Logger } from '../core/log.js'
+import type { Names } from '../core/names.js'
+import { withTimeout } from './postgres.js'
+
+export type { NatsConnection }
+
+export interface NatsOptions {
+  url: string
+  name: string
+  connectTimeoutMs: number
+}
+
+/** Connects once (failing after the timeout) and then reconnects for ever: a NATS restart is an outage, not an exit. */
+export async function connectNats(options: NatsOptions, log: Logger): Promise<NatsConnection> {
+  const nc = await connect({
+    servers: options.url,
+    name: options.name,
+    timeout: options.connectTimeoutMs,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    pingInterval: 10_000,
+  })
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') {
+        log.warn({ nats: status.type }, `nats ${status.type}`)
+      }
+    }
+  })()
+  return nc
+}
+
+export async function pingNats(nc: NatsConnection, timeoutMs: number): Promise<number> {
+  if (nc.isClosed()) throw new Error('nats connection is closed')
+  return withTimeout(nc.rtt(), timeoutMs, 'nats ping')
+}
+
+export interface StreamSettings {
+  eventsMaxAgeHours: number
+  leaseTtlMs: number
+}
+
+/**
+ * Declares the streams and KV buckets this namespace needs; safe to run on every start and from several
+ * nodes at once. Options are limited to what nats-server 2.9 understands.
+ */
+export async function ensureStreams(nc: NatsConnection, names: Names, settings: StreamSettings): Promise<void> {
+  const jsm = await jetstreamManager(nc)
+  await ensureStream(jsm, {
+    name: names.eventsStream,
+    subjects: [names.eventsSubjects],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    max_age: nanos(settings.eventsMaxAgeHours * 3_600_000),
+    duplicate_window: nanos(2 * 60_000),
+  })
+  await ensureStream(jsm, {
+    name: names.jobsStream,
+    subjects: [names.jobsSubjects],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    duplicate_window: nanos(10 * 60_000),
+  })
+  await ensureStream(jsm, {
+    name: names.deadJobsStream,
+    subjects: [names.deadJobsSubjects],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: nanos(30 * 24 * 3_600_000),
+  })
+  await new Kvm(nc).create(names.leasesBucket, { history: 1, ttl: settings.leaseTtlMs })
+}
+
+async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    await jsm.streams.add(config)
+  } catch (err) {
+    // Already there (possibly declared by another node a moment ago): bring its settings up to date.
+    if (!isStreamExists(err)) throw err
+    await jsm.streams.update(config.name, config)
+  }
+}
+
+function isStreamExists(err: unknown): boolean {
+  return err instanceof Error && /already in use|stream name already/i.test(err.message)
+}
+
+/** Removes every stream and bucket of a namespace; used by tests and by operators retiring an install. */
+export async function dropStreams(nc: NatsConnection, names: Names): Promise<void> {
+  const jsm = await jetstreamManager(nc)
+  for (const stream of [names.eventsStream, names.jobsStream, names.deadJobsStream, `KV_${names.leasesBucket}`]) {
+    await jsm.streams.delete(stream).catch(() => false)
+  }
+}

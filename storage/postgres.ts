@@ -1,0 +1,78 @@
+import postgres from 'postgres'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+
+export type Sql = postgres.Sql
+export type TransactionSql = postgres.TransactionSql
+
+export interface DbMetrics {
+  /** Times one named query or transaction; every repository function goes through it. */
+  timed<T>(name: string, run: () => Promise<T>): Promise<T>
+}
+
+export interface PostgresOptions {
+  url: string
+  max: number
+  applicationName: string
+  /** Seconds to wait for a TCP connection before a query fails, so a dead server is a fast error. */
+  connectTimeoutSeconds?: number
+}
+
+export function createSql(options: PostgresOptions, registry?: Registry): Sql {
+  const closed = registry
+    ? new Counter({ name: 'db_connections_closed_total', help: 'Postgres connections closed (idle, lifetime or broken)', registers: [registry] })
+    : undefined
+  if (registry) {
+    new Gauge({ name: 'db_pool_max', help: 'Maximum Postgres connections in the pool', registers: [registry] }).set(options.max)
+  }
+  return postgres(options.url, {
+    max: options.max,
+    connect_timeout: options.connectTimeoutSeconds ?? 5,
+    idle_timeout: 60,
+    max_lifetime: 30 * 60,
+    connection: { application_name: options.applicationName },
+    onnotice: () => {},
+    onclose: () => closed?.inc(),
+  })
+}
+
+export function createDbMetrics(registry: Registry): DbMetrics {
+  const duration = new Histogram({
+    name: 'db_query_duration_seconds',
+    help: 'Postgres query and transaction time by name and outcome',
+    labelNames: ['query', 'outcome'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  })
+  const inFlight = new Gauge({ name: 'db_queries_in_flight', help: 'Postgres queries waiting for an answer', registers: [registry] })
+  return {
+    async timed(name, run) {
+      const end = duration.startTimer({ query: name })
+      inFlight.inc()
+      try {
+        const result = await run()
+        end({ outcome: 'ok' })
+        return result
+      } catch (err) {
+        end({ outcome: 'error' })
+        throw err
+      } finally {
+        inFlight.dec()
+      }
+    },
+  }
+}
+
+/** Resolves with the round-trip time, or rejects after `timeoutMs` so a health check never hangs on a dead server. */
+export async function pingPostgres(sql: Sql, timeoutMs: number): Promise<number> {
+  const started = performance.now()
+  await withTimeout(sql`select 1`.execute(), timeoutMs, 'postgres ping')
+  return performance.now() - started
+}
+
+export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${timeoutMs} ms`)), timeoutMs)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}

@@ -1,0 +1,320 @@
+import { STATUS_CODES } from 'node:http'
+import uWS, { type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from 'uWebSockets.js'
+import type { z } from 'zod'
+import { AppError, internalError, problemOf } from '../core/errors.js'
+import { isSafeRequestId, newRequestId } from '../core/ids.js'
+import type { Logger } from '../core/log.js'
+import type { Registry } from '../core/metrics.js'
+import { isJsonContentType, parseJson, readBody, tooLarge } from './body.js'
+import { createCors, type Cors } from './cors.js'
+import { createRequestRecorder, type RequestRecorder } from './http-metrics.js'
+import { isRawReply, type Method, type Reply, type RequestContext, type Route } from './route.js'
+import { securityHeaders } from './security-headers.js'
+import { fieldErrors } from './validation.js'
+
+export interface HttpServerOptions {
+  host: string
+  port: number
+  bodyLimitBytes: number
+  corsOrigins: readonly string[]
+  log: Logger
+  registry: Registry
+  routes: readonly Route[]
+}
+
+export interface HttpServer {
+  readonly app: TemplatedApp
+  /** Resolves with the bound port (useful with port 0). */
+  listen(): Promise<number>
+  /** Stops accepting connections and waits until in-flight requests finish or the deadline passes. */
+  drain(timeoutMs: number): Promise<{ unfinished: number }>
+  readonly draining: boolean
+  readonly inFlight: number
+}
+
+if (typeof uWS.getParts !== 'function') {
+  // The package silently falls back to a slow JS shim when its native build does not match this Node.
+  throw new Error(`uWebSockets.js native build did not load for Node ${process.version}; Node 20.x is required`)
+}
+
+const statusLines = new Map<number, string>(Object.entries(STATUS_CODES).map(([code, text]) => [Number(code), `${code} ${text}`]))
+const statusLine = (status: number) => statusLines.get(status) ?? String(status)
+const bodyMethods = new Set<Method>(['post', 'put', 'patch'])
+
+interface Shared {
+  options: HttpServerOptions
+  cors: Cors
+  security: ReadonlyArray<readonly [string, string]>
+  recorder: RequestRecorder
+  state: { draining: boolean; inFlight: number; idle?: () => void }
+}
+
+interface Exchange {
+  res: HttpResponse
+  method: string
+  route: string
+  requestId: string
+  origin: string | undefined
+  started: number
+  /** Set when the client went away or the answer was written: either way nothing more may touch `res`. */
+  aborted: boolean
+  head: boolean
+}
+
+export function createHttpServer(options: HttpServerOptions): HttpServer {
+  const app = uWS.App()
+  const shared: Shared = {
+    options,
+    cors: createCors(options.corsOrigins),
+    security: securityHeaders(),
+    recorder: createRequestRecorder(options.registry),
+    state: { draining: false, inFlight: 0 },
+  }
+  registerRoutes(app, shared)
+  let listenSocket: us_listen_socket | undefined
+
+  return {
+    app,
+    get draining() {
+      return shared.state.draining
+    },
+    get inFlight() {
+      return shared.state.inFlight
+    },
+    listen() {
+      return new Promise((resolve, reject) => {
+        app.listen(options.host, options.port, (socket) => {
+          if (!socket) return reject(new Error(`cannot listen on ${options.host}:${options.port}`))
+          listenSocket = socket
+          resolve(uWS.us_socket_local_port(socket))
+        })
+      })
+    },
+    async drain(timeoutMs) {
+      shared.state.draining = true
+      if (listenSocket) uWS.us_listen_socket_close(listenSocket)
+      listenSocket = undefined
+      if (shared.state.inFlight === 0) return { unfinished: 0 }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs)
+        shared.state.idle = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      return { unfinished: shared.state.inFlight }
+    },
+  }
+}
+
+function registerRoutes(app: TemplatedApp, shared: Shared): void {
+  const byPath = new Map<string, Route[]>()
+  for (const route of shared.options.routes) {
+    const list = byPath.get(route.path) ?? []
+    if (list.some((r) => r.method === route.method)) throw new Error(`duplicate route ${route.method} ${route.path}`)
+    list.push(route)
+    byPath.set(route.path, list)
+  }
+  for (const [path, routes] of byPath) {
+    for (const route of routes) {
+      const paramNames = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]!)
+      const handler = (res: HttpResponse, req: HttpRequest) => handle(shared, route, paramNames, res, req, false)
+      app[route.method === 'delete' ? 'del' : route.method](path, handler)
+    }
+    const get = routes.find((r) => r.method === 'get')
+    const getParams = get ? [...get.path.matchAll(/:(\w+)/g)].map((m) => m[1]!) : []
+    const allowed = [...routes.map((r) => r.method.toUpperCase()), ...(get ? ['HEAD'] : []), 'OPTIONS']
+    // Everything else sent to a known path: HEAD as GET without a body, OPTIONS (CORS preflight), or 405.
+    app.any(path, (res, req) => {
+      const method = req.getMethod()
+      if (method === 'head' && get) return handle(shared, get, getParams, res, req, true)
+      if (method === 'options') return answerOptions(shared, res, req, path, allowed)
+      const ex = begin(shared, res, req, path)
+      finish(shared, ex, undefined, new AppError('method_not_allowed', `${method.toUpperCase()} is not allowed on ${path}`, { headers: { allow: allowed.join(', ') } }))
+    })
+  }
+  app.any('/*', (res, req) => {
+    const ex = begin(shared, res, req, 'unmatched')
+    finish(shared, ex, undefined, new AppError('not_found', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`))
+  })
+}
+
+function begin(shared: Shared, res: HttpResponse, req: HttpRequest, route: string): Exchange {
+  const incoming = req.getHeader('x-request-id')
+  const origin = req.getHeader('origin')
+  const ex: Exchange = {
+    res,
+    method: req.getMethod(),
+    route,
+    requestId: incoming !== '' && isSafeRequestId(incoming) ? incoming : newRequestId(),
+    origin: origin === '' ? undefined : origin,
+    started: performance.now(),
+    aborted: false,
+    head: false,
+  }
+  shared.state.inFlight++
+  res.onAborted(() => {
+    ex.aborted = true
+    settle(shared)
+  })
+  return ex
+}
+
+function settle(shared: Shared): void {
+  shared.state.inFlight--
+  if (shared.state.inFlight === 0 && shared.state.idle) shared.state.idle()
+}
+
+function handle(shared: Shared, route: Route, paramNames: string[], res: HttpResponse, req: HttpRequest, head: boolean): void {
+  const ex = begin(shared, res, req, route.path)
+  ex.head = head
+  // Everything needed from `req` is read now: it is invalid after this function returns.
+  const headers: Record<string, string> = {}
+  req.forEach((key, value) => {
+    headers[key] = value
+  })
+  const rawParams: Record<string, string> = {}
+  for (let i = 0; i < paramNames.length; i++) rawParams[paramNames[i]!] = req.getParameter(i)
+  const rawQuery = route.query ? req.getQuery() ?? '' : ''
+  const url = req.getUrl()
+
+  let ctx: RequestContext
+  try {
+    ctx = {
+      method: route.method,
+      path: url,
+      params: route.params ? parse(route.params, decodeParams(rawParams), 'params') : rawParams,
+      query: route.query ? parse(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : {},
+      body: undefined,
+      headers,
+      requestId: ex.requestId,
+      ip: Buffer.from(res.getRemoteAddressAsText()).toString(),
+      log: shared.options.log,
+    }
+  } catch (err) {
+    return finish(shared, ex, undefined, err)
+  }
+
+  if (route.body && bodyMethods.has(route.method)) {
+    const failure = checkBodyHeaders(headers, shared.options.bodyLimitBytes)
+    if (failure) return finish(shared, ex, undefined, failure)
+    readBody(res, shared.options.bodyLimitBytes).then(
+      (buffer) => {
+        try {
+          ctx.body = parse(route.body!, parseJson(buffer), '')
+        } catch (err) {
+          return finish(shared, ex, undefined, err)
+        }
+        run(shared, ex, route, ctx)
+      },
+      (err: unknown) => finish(shared, ex, undefined, err),
+    )
+    return
+  }
+  run(shared, ex, route, ctx)
+}
+
+function run(shared: Shared, ex: Exchange, route: Route, ctx: RequestContext): void {
+  let result: Reply | Promise<Reply>
+  try {
+    result = route.handler(ctx)
+  } catch (err) {
+    return finish(shared, ex, undefined, err)
+  }
+  // Synchronous handlers (health, say) answer without a microtask hop.
+  if (result instanceof Promise) {
+    result.then(
+      (reply) => finish(shared, ex, reply, undefined),
+      (err: unknown) => finish(shared, ex, undefined, err),
+    )
+  } else {
+    finish(shared, ex, result, undefined)
+  }
+}
+
+function checkBodyHeaders(headers: Record<string, string>, limit: number): AppError | undefined {
+  const length = headers['content-length']
+  if (length !== undefined && Number(length) > limit) return tooLarge(limit)
+  if (!isJsonContentType(headers['content-type'])) {
+    return new AppError('unsupported_media_type', `content-type must be application/json, not ${headers['content-type'] || 'missing'}`)
+  }
+  return undefined
+}
+
+function decodeParams(raw: Record<string, string>): Record<string, string> {
+  const decoded: Record<string, string> = {}
+  for (const key in raw) {
+    try {
+      decoded[key] = decodeURIComponent(raw[key]!)
+    } catch {
+      throw new AppError('validation.failed', `path parameter ${key} is not valid percent-encoding`, {
+        errors: [{ path: `params.${key}`, message: 'invalid percent-encoding' }],
+      })
+    }
+  }
+  return decoded
+}
+
+function parse(schema: z.ZodType, value: unknown, where: string): unknown {
+  const result = schema.safeParse(value)
+  if (result.success) return result.data
+  const what = where === '' ? 'the request body' : `the ${where === 'params' ? 'path parameters' : 'query string'}`
+  throw new AppError('validation.failed', `${what} did not pass validation`, { errors: fieldErrors(result.error, where) })
+}
+
+function finish(shared: Shared, ex: Exchange, reply: Reply | undefined, err: unknown): void {
+  if (ex.aborted) return
+  let status: number
+  let contentType: string
+  let payload: string | Uint8Array
+  let extra: Record<string, string> | undefined
+  if (reply) {
+    status = reply.status
+    extra = reply.headers
+    if (isRawReply(reply)) {
+      contentType = reply.contentType
+      payload = reply.data
+    } else {
+      contentType = 'application/json'
+      payload = reply.body === undefined ? '' : JSON.stringify(reply.body)
+    }
+  } else {
+    const appError = err instanceof AppError ? err : internalError(err)
+    if (appError.code === 'internal') shared.options.log.error({ err, requestId: ex.requestId, route: ex.route }, 'request failed')
+    status = appError.status
+    contentType = 'application/problem+json'
+    payload = JSON.stringify(problemOf(appError, ex.requestId))
+    extra = appError.headers
+  }
+  const { res } = ex
+  // Keep-alive connections are let go while draining so clients reconnect to another node.
+  const close = shared.state.draining || status === 413
+  res.cork(() => {
+    res.writeStatus(statusLine(status))
+    res.writeHeader('x-request-id', ex.requestId)
+    for (const [name, value] of shared.security) res.writeHeader(name, value)
+    const cors = shared.cors.responseHeaders(ex.origin)
+    if (cors) for (const [name, value] of cors) res.writeHeader(name, value)
+    if (extra) for (const name in extra) res.writeHeader(name, extra[name]!)
+    if (status === 204 || status === 304) return res.endWithoutBody(0, close)
+    res.writeHeader('content-type', contentType)
+    if (ex.head) return res.endWithoutBody(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength, close)
+    res.end(payload, close)
+  })
+  ex.aborted = true
+  settle(shared)
+  shared.recorder.record(ex.method, ex.route, status, (performance.now() - ex.started) / 1000)
+}
+
+function answerOptions(shared: Shared, res: HttpResponse, req: HttpRequest, path: string, allowed: string[]): void {
+  const requestedMethod = req.getHeader('access-control-request-method')
+  const ex = begin(shared, res, req, path)
+  if (ex.origin !== undefined && requestedMethod !== '') {
+    if (!shared.cors.allows(ex.origin)) {
+      return finish(shared, ex, undefined, new AppError('cors.origin_not_allowed', `origin ${ex.origin} is not allowed to call this API`))
+    }
+    const headers = Object.fromEntries(shared.cors.preflightHeaders(allowed))
+    return finish(shared, ex, { status: 204, headers }, undefined)
+  }
+  finish(shared, ex, { status: 204, headers: { allow: allowed.join(', ') } }, undefined)
+}
