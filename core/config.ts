@@ -94,7 +94,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
   const parsed = EnvSchema.safeParse(present)
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`)
+    const problems = parsed.error.issues.map((i) => {
+      const [variable, ...rest] = i.path
+      const item = typeof rest[0] === 'number' ? ` (entry ${rest[0] + 1})` : ''
+      return `${String(variable ?? '(environment)')}: ${i.message}${item}`
+    })
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`)
   }
   const e = parsed.data

@@ -154,6 +154,8 @@ function begin(shared: Shared, res: HttpResponse, req: HttpRequest, route: strin
   }
   shared.state.inFlight++
   res.onAborted(() => {
+    // uWS may report an abort after an early answer (a 413 before the body arrived): count each exchange once.
+    if (ex.aborted) return
     ex.aborted = true
     settle(shared)
   })

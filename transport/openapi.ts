@@ -88,6 +88,8 @@ function responses(route: Route): Record<string, unknown> {
   } else if (route.params || route.query) {
     out['400'] ??= problem('invalid path or query parameters (see `errors`)')
   }
+  // Any operation can meet a dependency outage (503) or a bug (500); both are problem documents.
+  out.default = problem('an error, as an RFC 9457 problem document')
   return out
 }
 

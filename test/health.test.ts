@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
+import { startTestNode, type TestNode } from './support/node.js'
+import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js'
+
+describe('health endpoints', () => {
+  let node: TestNode
+  beforeAll(async () => {
+    node = await startTestNode()
+  })
+  afterAll(() => node.shutdown())
+
+  test('/health is 200 while the process lives', async () => {
+    const res = await fetch(`${node.url}/health`)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ status: 'ok' })
+  })
+
+  test('/health/db reports the Postgres round trip', async () => {
+    const res = await fetch(`${node.url}/health/db`)
+    expect(res.status).toBe(200)
+    const body = (await res.json()) as { status: string; latencyMs: number }
+    expect(body.status).toBe('ok')
+    expect(body.latencyMs).toBeGreaterThanOrEqual(0)
+  })
+
+  test('/health/ready checks every dependency and the node', async () => {
+    const res = await fetch(`${node.url}/health/ready`)
+    expect(res.status).toBe(200)
+    expect(await res.json()).toMatchObject({
+      status: 'ok',
+      checks: { postgres: { status: 'ok' }, nats: { status: 'ok' }, redis: { status: 'ok' }, node: { status: 'ready' } },
+    })
+  })
+})
+
+describe('Postgres outage', () => {
+  let proxy: TcpProxy
+  let node: TestNode
+  beforeAll(async () => {
+    const target = new URL(inject('databaseUrl'))
+    proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
+    target.port = String(proxy.port)
+    node = await startTestNode({ DATABASE_URL: target.toString() })
+  })
+  afterAll(async () => {
+    await node.shutdown()
+    await proxy.close()
+  })
+
+  const timed = async (path: string) => {
+    const started = performance.now()
+    const res = await fetch(`${node.url}${path}`)
+    return { res, ms: performance.now() - started, body: (await res.json()) as Record<string, unknown> }
+  }
+
+  test('answers 503 within 2 s while Postgres is unreachable and 200 again after it returns, without a restart', async () => {
+    expect((await timed('/health/db')).res.status).toBe(200)
+
+    await proxy.cut()
+    const down = await timed('/health/db')
+    expect(down.res.status).toBe(503)
+    expect(down.ms).toBeLessThan(2_000)
+    expect(down.body).toMatchObject({ code: 'unavailable', status: 503 })
+    const ready = await timed('/health/ready')
+    expect(ready.res.status).toBe(503)
+    expect(ready.ms).toBeLessThan(2_000)
+    expect(ready.body).toMatchObject({ status: 'degraded', checks: { postgres: { status: 'down' }, nats: { status: 'ok' }, redis: { status: 'ok' } } })
+    // The process itself is still alive and serving.
+    expect((await timed('/health')).res.status).toBe(200)
+
+    await proxy.restore()
+    // The pool reconnects on the next query; the first one may still see a connection that died in the cut.
+    let back = await timed('/health/db')
+    for (let i = 0; i < 5 && back.res.status !== 200; i++) back = await timed('/health/db')
+    expect(back.res.status).toBe(200)
+    expect((await timed('/health/ready')).res.status).toBe(200)
+  })
+})

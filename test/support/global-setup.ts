@@ -1,0 +1,41 @@
+import { randomBytes } from 'node:crypto'
+import { connect } from '@nats-io/transport-node'
+import { Redis } from 'ioredis'
+import postgres from 'postgres'
+import type { TestProject } from 'vitest/node'
+import { namesFor } from '../../core/names.js'
+import { dropStreams } from '../../storage/nats.js'
+import { adminUrl, natsUrl, redisUrl, withDatabase } from './services.js'
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    databaseUrl: string
+    namespace: string
+  }
+}
+
+/** One database, one NATS namespace and one Redis prefix per test run; all removed afterwards. */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const runId = randomBytes(4).toString('hex')
+  const database = `test_${runId}`
+  const namespace = `t${runId}`
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} })
+  await admin.unsafe(`create database ${database}`)
+  project.provide('databaseUrl', withDatabase(database))
+  project.provide('namespace', namespace)
+
+  return async () => {
+    await admin.unsafe(`drop database if exists ${database} with (force)`)
+    // Databases made by single tests that failed before cleaning up after themselves.
+    const strays = await admin<{ datname: string }[]>`select datname from pg_database where datname like ${`${database}_%`}`
+    for (const { datname } of strays) await admin.unsafe(`drop database if exists ${datname} with (force)`)
+    await admin.end()
+    const nc = await connect({ servers: natsUrl })
+    await dropStreams(nc, namesFor(namespace))
+    await nc.close()
+    const redis = new Redis(redisUrl)
+    const keys = await redis.keys(`${namespace}:*`)
+    if (keys.length) await redis.del(...keys)
+    await redis.quit()
+  }
+}

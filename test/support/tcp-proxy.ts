@@ -1,0 +1,51 @@
+import { createServer, connect, type Server, type Socket } from 'node:net'
+
+/** A loopback TCP proxy a test can cut and restore, to take a dependency away without touching the real server. */
+export interface TcpProxy {
+  port: number
+  /** Stops accepting and destroys every open connection: the dependency looks dead. */
+  cut(): Promise<void>
+  restore(): Promise<void>
+  close(): Promise<void>
+}
+
+export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
+  const sockets = new Set<Socket>()
+  let server: Server
+  const listen = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      server = createServer((client) => {
+        const upstream = connect(targetPort, targetHost)
+        sockets.add(client).add(upstream)
+        const drop = () => {
+          client.destroy()
+          upstream.destroy()
+          sockets.delete(client)
+          sockets.delete(upstream)
+        }
+        client.on('error', drop).on('close', drop)
+        upstream.on('error', drop).on('close', drop)
+        client.pipe(upstream).pipe(client)
+      })
+      server.once('error', reject)
+      server.listen(port, '127.0.0.1', () => {
+        const address = server.address()
+        resolve(typeof address === 'object' && address ? address.port : port)
+      })
+    })
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy()
+      sockets.clear()
+      server.close(() => resolve())
+    })
+  const port = await listen(0)
+  return {
+    port,
+    cut: stop,
+    restore: async () => {
+      await listen(port)
+    },
+    close: stop,
+  }
+}
