@@ -13,6 +13,8 @@ import { createHttpServer, type HttpServer } from './transport/http-server.js'
 import { metricsRoute } from './transport/metrics-route.js'
 import { buildOpenApi, openApiRoute } from './transport/openapi.js'
 import type { Route } from './transport/route.js'
+import type { ActorKind } from './actors/kind.js'
+import { createActorSystem, type ActorSystem } from './actors/system.js'
 
 export interface AppNode {
   config: Config
@@ -23,6 +25,7 @@ export interface AppNode {
   redis: Redis
   nc: NatsConnection
   server: HttpServer
+  actors: ActorSystem
   port: number
   /** Readiness 503, stop listening, finish in-flight requests, then close NATS, Redis and Postgres. */
   shutdown(): Promise<void>
@@ -31,14 +34,23 @@ export interface AppNode {
 export interface StartOptions {
   log?: Logger
   /** Extra routes mounted beside the built-in ones (tests use this to add probes). */
-  routes?: Route[]
+  routes?: (deps: NodeDeps) => Route[]
+  /** Actor kinds hosted beside the built-in ones. */
+  kinds?: (deps: Pick<NodeDeps, 'sql' | 'log'>) => ActorKind<unknown>[]
+}
+
+/** What a route or actor kind may be built from. */
+export interface NodeDeps {
+  sql: Sql
+  redis: Redis
+  nc: NatsConnection
+  actors: ActorSystem
+  log: Logger
 }
 
 export class StartupError extends Error {
   override name = 'StartupError'
 }
-
-const LEASE_TTL_MS = 10_000
 
 export async function startNode(config: Config, options: StartOptions = {}): Promise<AppNode> {
   const log = options.log ?? createLogger({ level: config.logLevel, pretty: config.logPretty, nodeId: config.nodeId })
@@ -58,12 +70,27 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       connectNats({ url: config.natsUrl, name: `actorbase-${config.nodeId}`, connectTimeoutMs: 2_000 }, log),
     )
     if (config.migrateOnStart) await db.timed('migrate', () => migrate(sql, migrationsDir, log))
-    await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, leaseTtlMs: LEASE_TTL_MS })
+    await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, leaseTtlMs: config.leaseTtlMs })
   } catch (err) {
     await Promise.allSettled([sql.end({ timeout: 1 }), redis.quit(), nc?.close()])
     throw err
   }
   const natsConn = nc
+  const actors = createActorSystem({
+    nc: natsConn,
+    names,
+    nodeId: config.nodeId,
+    hosting: config.roles.has('actors'),
+    kinds: options.kinds?.({ sql, log }) ?? [],
+    partitions: config.actorPartitions,
+    leaseTtlMs: config.leaseTtlMs,
+    askTimeoutMs: config.askTimeoutMs,
+    idleMs: config.actorIdleMs,
+    mailboxCapacity: config.actorMailboxCapacity,
+    log,
+    registry,
+  })
+  await actors.start()
 
   const timeout = config.healthTimeoutMs
   const routes: Route[] = [
@@ -71,11 +98,11 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       postgres: () => db.timed('health', () => pingPostgres(sql, timeout)),
       nats: () => pingNats(natsConn, timeout),
       redis: () => pingRedis(redis, timeout),
-      nodeState: () => state,
+      nodeState: () => (state === 'ready' && !actors.joined ? 'joining' : state),
     }),
     metricsRoute(registry),
     ...docsRoutes(),
-    ...(options.routes ?? []),
+    ...(options.routes?.({ sql, redis, nc: natsConn, actors, log }) ?? []),
   ]
   routes.push(openApiRoute(() => buildOpenApi(routes, { title: 'actorbase API', version: '1', description: 'Public HTTP contract; see API.md' })))
   const server = createHttpServer({
@@ -97,11 +124,12 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       state = 'draining'
       const { unfinished } = await server.drain(config.shutdownTimeoutMs)
       if (unfinished > 0) log.warn({ unfinished }, 'shutdown deadline passed with requests still running')
+      await actors.stop().catch((err: unknown) => log.error({ err }, 'actor hand-over failed'))
       await Promise.allSettled([natsConn.drain(), redis.quit(), sql.end({ timeout: 5 })])
       log.info('node stopped')
     })())
 
-  return { config, names, log, registry, sql, redis, nc: natsConn, server, port, shutdown }
+  return { config, names, log, registry, sql, redis, nc: natsConn, server, actors, port, shutdown }
 }
 
 /** Retries a connection until the start-up deadline, then fails with one line naming the dependency. */

@@ -43,15 +43,16 @@ export async function readMigrations(dir: string): Promise<Migration[]> {
  */
 export async function migrate(sql: Sql, dir: string, log: Logger): Promise<string[]> {
   const migrations = await readMigrations(dir)
-  await sql`
-    create table if not exists schema_migrations (
-      version integer primary key,
-      name text not null,
-      checksum text not null,
-      applied_at timestamptz not null default now()
-    )`.catch((err: unknown) => {
-    // Two nodes racing on the very first `create table if not exists` can collide in the catalog.
-    if (!isUniqueViolation(err)) throw err
+  // Under the lock too: two `create table if not exists` racing on an empty database collide in the catalog.
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${lockKey})`
+    await tx`
+      create table if not exists schema_migrations (
+        version integer primary key,
+        name text not null,
+        checksum text not null,
+        applied_at timestamptz not null default now()
+      )`
   })
   const applied: string[] = []
   for (const migration of migrations) {
@@ -85,8 +86,4 @@ function verifyChecksums(migrations: Migration[], done: { version: number; name:
       )
     }
   }
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && 'code' in err && err.code === '23505'
 }

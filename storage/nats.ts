@@ -73,6 +73,11 @@ export async function ensureStreams(nc: NatsConnection, names: Names, settings: 
     max_age: nanos(30 * 24 * 3_600_000),
   })
   await new Kvm(nc).create(names.leasesBucket, { history: 1, ttl: settings.leaseTtlMs })
+  // `create` leaves an existing bucket as it was: bring its TTL in line with the configuration.
+  const leases = await jsm.streams.info(`KV_${names.leasesBucket}`)
+  if (leases.config.max_age !== nanos(settings.leaseTtlMs)) {
+    await jsm.streams.update(leases.config.name, { ...leases.config, max_age: nanos(settings.leaseTtlMs) })
+  }
 }
 
 async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
@@ -95,4 +100,16 @@ export async function dropStreams(nc: NatsConnection, names: Names): Promise<voi
   for (const stream of [names.eventsStream, names.jobsStream, names.deadJobsStream, `KV_${names.leasesBucket}`]) {
     await jsm.streams.delete(stream).catch(() => false)
   }
+}
+
+/** Removes the streams and buckets of every namespace that starts with `prefix` (a test run and its sub-namespaces). */
+export async function dropStreamsWithPrefix(nc: NatsConnection, prefix: string): Promise<string[]> {
+  const jsm = await jetstreamManager(nc)
+  const doomed: string[] = []
+  for await (const info of jsm.streams.list()) {
+    const name = info.config.name
+    if (name.startsWith(`${prefix}`) || name.startsWith(`KV_${prefix}`)) doomed.push(name)
+  }
+  for (const name of doomed) await jsm.streams.delete(name).catch(() => false)
+  return doomed
 }

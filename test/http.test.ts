@@ -7,7 +7,7 @@ let node: TestNode
 const allowed = 'https://app.example.com'
 
 beforeAll(async () => {
-  node = await startTestNode({ CORS_ORIGINS: `${allowed},http://localhost:3000`, BODY_LIMIT_BYTES: '2048' }, { routes: probeRoutes() })
+  node = await startTestNode({ CORS_ORIGINS: `${allowed},http://localhost:3000`, BODY_LIMIT_BYTES: '2048' }, { routes: () => probeRoutes() })
 })
 afterAll(() => node.shutdown())
 

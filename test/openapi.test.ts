@@ -5,7 +5,7 @@ import { probeRoutes } from './support/probe-routes.js'
 
 let node: TestNode
 beforeAll(async () => {
-  node = await startTestNode({}, { routes: probeRoutes() })
+  node = await startTestNode({}, { routes: () => probeRoutes() })
 })
 afterAll(() => node.shutdown())
 

@@ -9,7 +9,7 @@ test('shutdown turns readiness off, stops listening and lets an in-flight reques
   let entered!: () => void
   const inHandler = new Promise<void>((r) => (entered = r))
   const gate = { wait: new Promise<void>((r) => (open = r)), entered }
-  const node = await startTestNode({ SHUTDOWN_TIMEOUT_MS: '5000' }, { routes: probeRoutes(gate) })
+  const node = await startTestNode({ SHUTDOWN_TIMEOUT_MS: '5000' }, { routes: () => probeRoutes(gate) })
 
   const slow = fetch(`${node.url}/test/slow`)
   await inHandler
@@ -34,7 +34,7 @@ test('readiness answers 503 on an open connection while draining', async () => {
   let open!: () => void
   let entered!: () => void
   const inHandler = new Promise<void>((r) => (entered = r))
-  const node = await startTestNode({}, { routes: probeRoutes({ wait: new Promise<void>((r) => (open = r)), entered }) })
+  const node = await startTestNode({}, { routes: () => probeRoutes({ wait: new Promise<void>((r) => (open = r)), entered }) })
   // One kept-alive socket: the readiness probe after shutdown starts travels on the connection already open.
   const agent = new Agent({ keepAlive: true, maxSockets: 1 })
   expect((await get(`${node.url}/health/ready`, agent)).status).toBe(200)

@@ -5,7 +5,12 @@ const root = new URL('../..', import.meta.url).pathname
 
 /** Runs `main.ts` as its own process, the way `npm start` does. */
 export function spawnMain(env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', 'main.ts'], {
+  return spawnChild('main.ts', env)
+}
+
+/** Runs a TypeScript entry point of the repository in its own process. */
+export function spawnChild(entry: string, env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', entry], {
     cwd: root,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -3,8 +3,7 @@ import { connect } from '@nats-io/transport-node'
 import { Redis } from 'ioredis'
 import postgres from 'postgres'
 import type { TestProject } from 'vitest/node'
-import { namesFor } from '../../core/names.js'
-import { dropStreams } from '../../storage/nats.js'
+import { dropStreamsWithPrefix } from '../../storage/nats.js'
 import { adminUrl, natsUrl, redisUrl, withDatabase } from './services.js'
 
 declare module 'vitest' {
@@ -31,7 +30,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
     for (const { datname } of strays) await admin.unsafe(`drop database if exists ${datname} with (force)`)
     await admin.end()
     const nc = await connect({ servers: natsUrl })
-    await dropStreams(nc, namesFor(namespace))
+    // Suites that need settings of their own (a short lease TTL, say) use `<namespace>_<suffix>`.
+    await dropStreamsWithPrefix(nc, namespace)
     await nc.close()
     const redis = new Redis(redisUrl)
     const keys = await redis.keys(`${namespace}:*`)

@@ -1,0 +1,160 @@
+import { AppError, internalError } from '../core/errors.js'
+import type { Logger } from '../core/log.js'
+import type { Principal } from '../core/principal.js'
+import { FencingError, MovedError } from './errors.js'
+import type { ActorKind, Command, MessageContext, Outcome } from './kind.js'
+import type { ActorMetrics } from './metrics.js'
+
+export interface Envelope {
+  command: Command
+  principal: Principal
+  requestId: string
+  deadline: number
+  resolve(reply: unknown): void
+  reject(err: unknown): void
+}
+
+const unloaded: unique symbol = Symbol('unloaded')
+
+/**
+ * One live actor: its state and its mailbox. Messages run one at a time in arrival order; the state a
+ * message produces is adopted only when its handler succeeds.
+ */
+export class Activation {
+  private state: unknown | typeof unloaded = unloaded
+  private readonly queue: Envelope[] = []
+  private head = 0
+  private running = false
+  private closed = false
+  lastActive = Date.now()
+
+  constructor(
+    readonly kind: ActorKind<unknown>,
+    readonly id: string,
+    readonly partition: number,
+    private readonly capacity: number,
+    private readonly log: Logger,
+    private readonly metrics: ActorMetrics,
+  ) {}
+
+  get depth(): number {
+    return this.queue.length - this.head
+  }
+
+  get idle(): boolean {
+    return !this.running && this.depth === 0
+  }
+
+  /** False when the mailbox is full: the caller answers `unavailable` instead of queueing without bound. */
+  enqueue(envelope: Envelope): boolean {
+    if (this.closed) {
+      envelope.reject(new MovedError(`${this.kind.name}/${this.id} is passivating`))
+      return true
+    }
+    if (this.depth >= this.capacity) return false
+    this.queue.push(envelope)
+    this.metrics.mailboxDepth.inc()
+    if (!this.running) void this.pump()
+    return true
+  }
+
+  /** Stops taking messages; queued ones still run. Resolves once the mailbox is empty. */
+  async close(): Promise<void> {
+    this.closed = true
+    while (!this.idle) await this.drained()
+  }
+
+  /** Stops at once: queued messages are answered `moved` so their callers retry on the new owner. */
+  abandon(): void {
+    this.closed = true
+    while (this.depth > 0) this.take().reject(new MovedError(`${this.kind.name}/${this.id} moved`))
+  }
+
+  private waiters: (() => void)[] = []
+  private drained(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+
+  private take(): Envelope {
+    const envelope = this.queue[this.head]!
+    this.queue[this.head++] = undefined as unknown as Envelope
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head)
+      this.head = 0
+    }
+    this.metrics.mailboxDepth.dec()
+    return envelope
+  }
+
+  private async pump(): Promise<void> {
+    this.running = true
+    try {
+      while (this.depth > 0) {
+        if (this.state === unloaded && !(await this.load())) return
+        const envelope = this.take()
+        if (envelope.deadline <= Date.now()) {
+          envelope.reject(new AppError('timeout', `${this.kind.name}/${this.id} did not get to the message before its deadline`))
+          continue
+        }
+        await this.run(envelope)
+      }
+    } finally {
+      this.running = false
+      this.lastActive = Date.now()
+      if (this.depth > 0 && !this.closed) void this.pump()
+      for (const wake of this.waiters.splice(0)) wake()
+    }
+  }
+
+  private async load(): Promise<boolean> {
+    try {
+      this.state = await this.kind.load(this.id, { log: this.log })
+      this.metrics.activations.labels(this.kind.name).inc()
+      return true
+    } catch (err) {
+      this.log.error({ err, kind: this.kind.name, id: this.id }, 'actor failed to load')
+      const failure = new AppError('unavailable', `${this.kind.name}/${this.id} could not be loaded`, { cause: err })
+      while (this.depth > 0) this.take().reject(failure)
+      return false
+    }
+  }
+
+  private async run(envelope: Envelope): Promise<void> {
+    const started = performance.now()
+    const ctx: MessageContext = {
+      kind: this.kind.name,
+      id: this.id,
+      principal: envelope.principal,
+      requestId: envelope.requestId,
+      deadline: envelope.deadline,
+      log: this.log,
+    }
+    let outcome: Outcome<unknown>
+    try {
+      const result = this.kind.handle(this.state as Readonly<unknown>, envelope.command, ctx)
+      outcome = result instanceof Promise ? await result : result
+    } catch (err) {
+      this.metrics.handled.labels(this.kind.name, 'error').inc()
+      this.metrics.handlerSeconds.labels(this.kind.name).observe((performance.now() - started) / 1000)
+      if (err instanceof FencingError) {
+        // Another activation wrote a newer version: everything this one holds is stale.
+        this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'fencing: stale activation refused a write')
+        this.metrics.fencingConflicts.labels(this.kind.name).inc()
+        this.state = unloaded
+      } else if (!(err instanceof AppError)) {
+        // An unexpected failure may have left storage and memory out of step: reload before the next message.
+        this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'actor handler failed')
+        this.state = unloaded
+        // Local and remote callers see the same thing: `internal`, with nothing of the cause.
+        envelope.reject(internalError(err))
+        return
+      }
+      envelope.reject(err)
+      return
+    }
+    if (outcome.state !== undefined) this.state = outcome.state
+    this.metrics.handled.labels(this.kind.name, 'ok').inc()
+    this.metrics.handlerSeconds.labels(this.kind.name).observe((performance.now() - started) / 1000)
+    envelope.resolve(outcome.reply)
+  }
+}

@@ -1,0 +1,232 @@
+import { errors as natsErrors, type NatsConnection, type Subscription } from '@nats-io/transport-node'
+import { Kvm } from '@nats-io/kv'
+import { AppError } from '../core/errors.js'
+import { newRequestId } from '../core/ids.js'
+import type { Logger } from '../core/log.js'
+import type { Registry } from '../core/metrics.js'
+import type { Names } from '../core/names.js'
+import { anonymous, type Principal } from '../core/principal.js'
+import type { Envelope } from './activation.js'
+import { MovedError } from './errors.js'
+import { ActorHost } from './host.js'
+import type { ActorKind, Command } from './kind.js'
+import { PartitionLeases } from './leases.js'
+import { createActorMetrics } from './metrics.js'
+import { partitionOf } from './partition.js'
+import { decodeCall, decodeReply, encodeCall, encodeFailure, encodeReply } from './wire.js'
+
+export interface ActorSystemOptions {
+  nc: NatsConnection
+  names: Names
+  nodeId: string
+  /** False for nodes whose roles exclude `actors`: they host nothing but can call everything. */
+  hosting: boolean
+  kinds: readonly ActorKind<unknown>[]
+  partitions: number
+  leaseTtlMs: number
+  askTimeoutMs: number
+  idleMs: number
+  mailboxCapacity: number
+  log: Logger
+  registry: Registry
+}
+
+export interface AskOptions {
+  principal?: Principal
+  requestId?: string
+  /** Epoch milliseconds; wins over `timeoutMs`. */
+  deadline?: number
+  timeoutMs?: number
+}
+
+export interface ActorRef {
+  readonly kind: string
+  readonly id: string
+  /** The actor's reply, or the AppError it raised; `timeout` when the deadline passes first. */
+  ask<R = unknown>(command: Command, options?: AskOptions): Promise<R>
+  /** Fire and forget; tells from one ref arrive in the order they were made. Failures are logged. */
+  tell(command: Command, options?: AskOptions): void
+}
+
+export interface ActorSystem {
+  ref(kind: string, id: string): ActorRef
+  ask<R = unknown>(kind: string, id: string, command: Command, options?: AskOptions): Promise<R>
+  /** Joins the cluster (hosting nodes take their share of partitions) and resolves once done. */
+  start(): Promise<void>
+  /** Hands every partition over, draining queued messages first. */
+  stop(): Promise<void>
+  readonly joined: boolean
+  ownedPartitions(): number[]
+  partitionOf(kind: string, id: string): number
+  /** Whether the actor is in memory on this node (for tests and introspection). */
+  isActive(kind: string, id: string): boolean
+}
+
+const safeId = /^[A-Za-z0-9_:@+=-]{1,200}$/
+
+export function createActorSystem(o: ActorSystemOptions): ActorSystem {
+  const metrics = createActorMetrics(o.registry)
+  const kinds = new Map(o.kinds.map((k) => [k.name, k]))
+  const host = new ActorHost({ kinds, defaultIdleMs: o.idleMs, defaultMailboxCapacity: o.mailboxCapacity, log: o.log, metrics })
+  const subscriptions = new Map<number, Subscription>()
+  const rebalanceSubject = `${o.names.namespace}.ctl.rebalance`
+  let leases: PartitionLeases | undefined
+  let joined = !o.hosting
+  let control: Subscription | undefined
+
+  const serve = (partition: number) => {
+    host.open(partition)
+    subscriptions.set(
+      partition,
+      o.nc.subscribe(`${o.names.namespace}.act.${partition}.>`, {
+        // One queue group: if two nodes ever subscribe to a partition at once, each message still goes to one.
+        queue: `${o.names.namespace}-actors`,
+        callback: (err, msg) => {
+          if (err) return
+          let call: ReturnType<typeof decodeCall>
+          try {
+            call = decodeCall(msg.data, msg.headers)
+          } catch (e) {
+            msg.respond(encodeFailure(new AppError('bad_request', 'undecodable actor message', { cause: e })))
+            return
+          }
+          if (!leases?.owns(partition)) {
+            msg.respond(encodeFailure(new MovedError(`partition ${partition} is not served by ${o.nodeId}`)))
+            return
+          }
+          host.deliver(call.kind, call.id, partition, {
+            command: call.command,
+            principal: call.principal,
+            requestId: call.requestId,
+            deadline: call.deadline,
+            resolve: (value) => msg.respond(encodeReply(value)),
+            reject: (e) => msg.respond(encodeFailure(e)),
+          })
+        },
+      }),
+    )
+  }
+  // Draining (not unsubscribing) answers every request already on its way to us, with `moved` once the host has
+  // closed the partition, so no caller is left waiting for its deadline.
+  const unsubscribe = async (partition: number) => {
+    const sub = subscriptions.get(partition)
+    subscriptions.delete(partition)
+    await sub?.drain().catch(() => undefined)
+  }
+
+  function local<R>(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => reject(timeoutError(kind, id)), deadline - Date.now())
+      const envelope: Envelope = {
+        command,
+        principal,
+        requestId,
+        deadline,
+        resolve: (value) => {
+          clearTimeout(timer)
+          resolve(value as R)
+        },
+        reject: (err) => {
+          clearTimeout(timer)
+          reject(err)
+        },
+      }
+      host.deliver(kind, id, partition, envelope)
+    })
+  }
+
+  async function remote<R>(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): Promise<R> {
+    const { data, headers } = encodeCall({ kind, id, command }, principal, requestId, deadline)
+    let reply
+    try {
+      reply = await o.nc.request(o.names.actorSubject(partition, kind, id), data, { timeout: Math.max(1, deadline - Date.now()), headers })
+    } catch (err) {
+      if (err instanceof natsErrors.RequestError && err.isNoResponders()) throw new MovedError(`partition ${partition} has no owner yet`)
+      if (err instanceof natsErrors.TimeoutError) throw timeoutError(kind, id)
+      throw new AppError('unavailable', `actor ${kind}/${id} cannot be reached`, { cause: err })
+    }
+    return decodeReply(reply.data) as R
+  }
+
+  async function ask<R>(kind: string, id: string, command: Command, options: AskOptions = {}): Promise<R> {
+    if (!safeId.test(id)) throw new AppError('validation.failed', `actor id ${JSON.stringify(id)} is not a valid id`)
+    const deadline = options.deadline ?? Date.now() + (options.timeoutMs ?? o.askTimeoutMs)
+    const principal = options.principal ?? anonymous
+    const requestId = options.requestId ?? newRequestId()
+    const partition = partitionOf(kind, id, o.partitions)
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // Same process owns it: skip the network, keep the mailbox.
+        if (leases?.owns(partition) && host.serves(partition)) return await local<R>(kind, id, partition, command, principal, requestId, deadline)
+        return await remote<R>(kind, id, partition, command, principal, requestId, deadline)
+      } catch (err) {
+        // Moved means the message was not handled: retrying cannot apply it twice.
+        if (!(err instanceof MovedError)) throw err
+        const remaining = deadline - Date.now()
+        if (remaining <= 0) throw timeoutError(kind, id)
+        await new Promise((r) => setTimeout(r, Math.min(remaining, 5 * 2 ** Math.min(attempt, 5))))
+      }
+    }
+  }
+
+  return {
+    ask,
+    ref(kind, id) {
+      let tail: Promise<unknown> = Promise.resolve()
+      return {
+        kind,
+        id,
+        ask: (command, options) => ask(kind, id, command, options),
+        tell(command, options) {
+          tail = tail
+            .then(() => ask(kind, id, command, options))
+            .catch((err: unknown) => o.log.warn({ err, kind, id, command: command.type }, 'tell failed'))
+        },
+      }
+    },
+    async start() {
+      if (!o.hosting) return
+      host.start()
+      control = o.nc.subscribe(rebalanceSubject, { callback: () => leases?.nudge() })
+      const kv = await new Kvm(o.nc).open(o.names.leasesBucket)
+      leases = new PartitionLeases({
+        kv,
+        nodeId: o.nodeId,
+        partitions: o.partitions,
+        ttlMs: o.leaseTtlMs,
+        log: o.log,
+        metrics,
+        onAcquired: serve,
+        onReleasing: async (partition) => {
+          const closing = host.close(partition, Math.min(o.leaseTtlMs / 3, 5_000))
+          await unsubscribe(partition)
+          await closing
+        },
+        onLost: (partition) => {
+          host.drop(partition)
+          void unsubscribe(partition)
+        },
+        announce: () => o.nc.publish(rebalanceSubject),
+      })
+      await leases.start()
+      o.nc.publish(rebalanceSubject)
+      joined = true
+      o.log.info({ partitions: leases.owned().length }, 'actor host joined')
+    },
+    async stop() {
+      control?.unsubscribe()
+      await leases?.stop()
+      host.stop()
+    },
+    get joined() {
+      return joined
+    },
+    ownedPartitions: () => leases?.owned() ?? [],
+    partitionOf: (kind, id) => partitionOf(kind, id, o.partitions),
+    isActive: (kind, id) => host.isActive(kind, id),
+  }
+}
+
+function timeoutError(kind: string, id: string): AppError {
+  return new AppError('timeout', `actor ${kind}/${id} did not answer before the deadline`)
+}
