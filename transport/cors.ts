@@ -1,4 +1,6 @@
 export interface Cors {
+  /** False when no origin is allowed: the `origin` header need not even be read. */
+  readonly enabled: boolean
   /** The headers for a response to `origin`, or undefined when that origin is not allowed. */
   responseHeaders(origin: string | undefined): ReadonlyArray<readonly [string, string]> | undefined
   allows(origin: string): boolean
@@ -16,6 +18,7 @@ export function createCors(origins: readonly string[]): Cors {
   )
   const varyOnly = [['vary', 'Origin']] as const
   return {
+    enabled: allowed.size > 0,
     allows: (origin) => allowed.has(origin),
     responseHeaders(origin) {
       if (origin === undefined) return allowed.size > 0 ? varyOnly : undefined

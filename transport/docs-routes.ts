@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import swaggerUi from 'swagger-ui-dist'
+// The package's main entry evaluates the whole Swagger UI bundle; this one only tells where the files are.
+import swaggerUiPath from 'swagger-ui-dist/absolute-path.js'
 import { defineRoute, type RawReply, type Route } from './route.js'
 
 // Swagger UI, served from the package rather than a CDN, so /docs works offline and under our CSP
@@ -26,7 +27,7 @@ export function docsRoutes(): Route[] {
   const asset = (file: string, type: string): RawReply => {
     let found = assets.get(file)
     if (!found) {
-      found = { type, data: readFileSync(join(swaggerUi.getAbsoluteFSPath(), file), 'utf8') }
+      found = { type, data: readFileSync(join(swaggerUiPath(), file), 'utf8') }
       assets.set(file, found)
     }
     return { status: 200, contentType: found.type, data: found.data, headers: { 'cache-control': 'public, max-age=86400' } }

@@ -7,9 +7,9 @@ import type { Logger } from '../core/log.js'
 import type { Registry } from '../core/metrics.js'
 import { isJsonContentType, parseJson, readBody, tooLarge } from './body.js'
 import { createCors, type Cors } from './cors.js'
-import { createRequestRecorder, type RequestRecorder } from './http-metrics.js'
+import { createRequestRecorder, type RequestRecorder, type RouteSeries } from './http-metrics.js'
 import { isRawReply, type Method, type Reply, type RequestContext, type Route } from './route.js'
-import { securityHeaders } from './security-headers.js'
+import { headerBlockBeforeRequestId, securityHeaders } from './security-headers.js'
 import { fieldErrors } from './validation.js'
 
 export interface HttpServerOptions {
@@ -44,14 +44,18 @@ const bodyMethods = new Set<Method>(['post', 'put', 'patch'])
 interface Shared {
   options: HttpServerOptions
   cors: Cors
-  security: ReadonlyArray<readonly [string, string]>
+  /** helmet's headers, then the request id, in one write (see headerBlockBeforeRequestId). */
+  security: Buffer
+  /** The same with `content-type: application/json`, the commonest answer. */
+  securityJson: Buffer
   recorder: RequestRecorder
+  unmatched: RouteSeries
   state: { draining: boolean; inFlight: number; idle?: () => void }
 }
 
 interface Exchange {
   res: HttpResponse
-  method: string
+  series: RouteSeries
   route: string
   requestId: string
   origin: string | undefined
@@ -59,15 +63,20 @@ interface Exchange {
   /** Set when the client went away or the answer was written: either way nothing more may touch `res`. */
   aborted: boolean
   head: boolean
+  /** Still within the uWS request callback, where uWS corks the writes already; false once it went async. */
+  inline: boolean
 }
 
 export function createHttpServer(options: HttpServerOptions): HttpServer {
   const app = uWS.App()
+  const recorder = createRequestRecorder(options.registry)
   const shared: Shared = {
     options,
     cors: createCors(options.corsOrigins),
-    security: securityHeaders(),
-    recorder: createRequestRecorder(options.registry),
+    security: headerBlockBeforeRequestId(securityHeaders()),
+    securityJson: headerBlockBeforeRequestId([...securityHeaders(), ['content-type', 'application/json']]),
+    recorder,
+    unmatched: recorder.series('any', 'unmatched'),
     state: { draining: false, inFlight: 0 },
   }
   registerRoutes(app, shared)
@@ -118,41 +127,46 @@ function registerRoutes(app: TemplatedApp, shared: Shared): void {
   for (const [path, routes] of byPath) {
     for (const route of routes) {
       const paramNames = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]!)
-      const handler = (res: HttpResponse, req: HttpRequest) => handle(shared, route, paramNames, res, req, false)
+      const series = shared.recorder.series(route.method, route.path)
+      const handler = (res: HttpResponse, req: HttpRequest) => handle(shared, route, series, paramNames, res, req, false)
       app[route.method === 'delete' ? 'del' : route.method](path, handler)
     }
     const get = routes.find((r) => r.method === 'get')
     const getParams = get ? [...get.path.matchAll(/:(\w+)/g)].map((m) => m[1]!) : []
+    const headSeries = shared.recorder.series('head', path)
+    const optionsSeries = shared.recorder.series('options', path)
+    const otherSeries = shared.recorder.series('other', path)
     const allowed = [...routes.map((r) => r.method.toUpperCase()), ...(get ? ['HEAD'] : []), 'OPTIONS']
     // Everything else sent to a known path: HEAD as GET without a body, OPTIONS (CORS preflight), or 405.
     app.any(path, (res, req) => {
       const method = req.getMethod()
-      if (method === 'head' && get) return handle(shared, get, getParams, res, req, true)
-      if (method === 'options') return answerOptions(shared, res, req, path, allowed)
-      const ex = begin(shared, res, req, path)
+      if (method === 'head' && get) return handle(shared, get, headSeries, getParams, res, req, true)
+      if (method === 'options') return answerOptions(shared, optionsSeries, res, req, path, allowed)
+      const ex = begin(shared, otherSeries, res, req, path)
       finish(shared, ex, undefined, new AppError('method_not_allowed', `${method.toUpperCase()} is not allowed on ${path}`, { headers: { allow: allowed.join(', ') } }))
     })
   }
   app.any('/*', (res, req) => {
-    const ex = begin(shared, res, req, 'unmatched')
+    const ex = begin(shared, shared.unmatched, res, req, 'unmatched')
     finish(shared, ex, undefined, new AppError('not_found', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`))
   })
 }
 
-function begin(shared: Shared, res: HttpResponse, req: HttpRequest, route: string): Exchange {
+function begin(shared: Shared, series: RouteSeries, res: HttpResponse, req: HttpRequest, route: string): Exchange {
   const incoming = req.getHeader('x-request-id')
-  const origin = req.getHeader('origin')
+  const origin = shared.cors.enabled ? req.getHeader('origin') : ''
+  shared.state.inFlight++
   const ex: Exchange = {
     res,
-    method: req.getMethod(),
+    series,
     route,
     requestId: incoming !== '' && isSafeRequestId(incoming) ? incoming : newRequestId(),
     origin: origin === '' ? undefined : origin,
     started: performance.now(),
     aborted: false,
     head: false,
+    inline: true,
   }
-  shared.state.inFlight++
   res.onAborted(() => {
     // uWS may report an abort after an early answer (a 413 before the body arrived): count each exchange once.
     if (ex.aborted) return
@@ -167,8 +181,8 @@ function settle(shared: Shared): void {
   if (shared.state.inFlight === 0 && shared.state.idle) shared.state.idle()
 }
 
-function handle(shared: Shared, route: Route, paramNames: string[], res: HttpResponse, req: HttpRequest, head: boolean): void {
-  const ex = begin(shared, res, req, route.path)
+function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: string[], res: HttpResponse, req: HttpRequest, head: boolean): void {
+  const ex = begin(shared, series, res, req, route.path)
   ex.head = head
   // Everything needed from `req` is read now: it is invalid after this function returns.
   const headers: Record<string, string> = {}
@@ -182,17 +196,15 @@ function handle(shared: Shared, route: Route, paramNames: string[], res: HttpRes
 
   let ctx: RequestContext
   try {
-    ctx = {
-      method: route.method,
-      path: url,
-      params: route.params ? parse(route.params, decodeParams(rawParams), 'params') : rawParams,
-      query: route.query ? parse(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : {},
-      body: undefined,
+    ctx = new Context(
+      ex,
+      route.method,
+      url,
+      route.params ? parse(route.params, decodeParams(rawParams), 'params') : rawParams,
+      route.query ? parse(route.query, Object.fromEntries(new URLSearchParams(rawQuery)), 'query') : {},
       headers,
-      requestId: ex.requestId,
-      ip: Buffer.from(res.getRemoteAddressAsText()).toString(),
-      log: shared.options.log,
-    }
+      shared.options.log,
+    )
   } catch (err) {
     return finish(shared, ex, undefined, err)
   }
@@ -200,6 +212,7 @@ function handle(shared: Shared, route: Route, paramNames: string[], res: HttpRes
   if (route.body && bodyMethods.has(route.method)) {
     const failure = checkBodyHeaders(headers, shared.options.bodyLimitBytes)
     if (failure) return finish(shared, ex, undefined, failure)
+    ex.inline = false
     readBody(res, shared.options.bodyLimitBytes).then(
       (buffer) => {
         try {
@@ -223,8 +236,9 @@ function run(shared: Shared, ex: Exchange, route: Route, ctx: RequestContext): v
   } catch (err) {
     return finish(shared, ex, undefined, err)
   }
-  // Synchronous handlers (health, say) answer without a microtask hop.
+  // Synchronous handlers (health, say) answer without a microtask hop, inside uWS's own cork.
   if (result instanceof Promise) {
+    ex.inline = false
     result.then(
       (reply) => finish(shared, ex, reply, undefined),
       (err: unknown) => finish(shared, ex, undefined, err),
@@ -291,32 +305,66 @@ function finish(shared: Shared, ex: Exchange, reply: Reply | undefined, err: unk
   const { res } = ex
   // Keep-alive connections are let go while draining so clients reconnect to another node.
   const close = shared.state.draining || status === 413
-  res.cork(() => {
+  const write = () => {
     res.writeStatus(statusLine(status))
-    res.writeHeader('x-request-id', ex.requestId)
-    for (const [name, value] of shared.security) res.writeHeader(name, value)
+    const json = contentType === 'application/json' && status !== 204 && status !== 304
+    res.writeHeader(json ? shared.securityJson : shared.security, ex.requestId)
     const cors = shared.cors.responseHeaders(ex.origin)
     if (cors) for (const [name, value] of cors) res.writeHeader(name, value)
     if (extra) for (const name in extra) res.writeHeader(name, extra[name]!)
     if (status === 204 || status === 304) return res.endWithoutBody(0, close)
-    res.writeHeader('content-type', contentType)
+    if (!json) res.writeHeader('content-type', contentType)
     if (ex.head) return res.endWithoutBody(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength, close)
     res.end(payload, close)
-  })
+  }
+  if (ex.inline) write()
+  else res.cork(write)
   ex.aborted = true
   settle(shared)
-  shared.recorder.record(ex.method, ex.route, status, (performance.now() - ex.started) / 1000)
+  ex.series.record(status, (performance.now() - ex.started) / 1000)
 }
 
-function answerOptions(shared: Shared, res: HttpResponse, req: HttpRequest, path: string, allowed: string[]): void {
+function answerOptions(shared: Shared, series: RouteSeries, res: HttpResponse, req: HttpRequest, path: string, allowed: string[]): void {
   const requestedMethod = req.getHeader('access-control-request-method')
-  const ex = begin(shared, res, req, path)
-  if (ex.origin !== undefined && requestedMethod !== '') {
-    if (!shared.cors.allows(ex.origin)) {
-      return finish(shared, ex, undefined, new AppError('cors.origin_not_allowed', `origin ${ex.origin} is not allowed to call this API`))
+  // Read here even when CORS is off, so a browser's preflight gets a clear refusal rather than a bare 204.
+  const origin = req.getHeader('origin')
+  const ex = begin(shared, series, res, req, path)
+  if (origin !== '' && requestedMethod !== '') {
+    if (!shared.cors.allows(origin)) {
+      return finish(shared, ex, undefined, new AppError('cors.origin_not_allowed', `origin ${origin} is not allowed to call this API`))
     }
     const headers = Object.fromEntries(shared.cors.preflightHeaders(allowed))
     return finish(shared, ex, { status: 204, headers }, undefined)
   }
   finish(shared, ex, { status: 204, headers: { allow: allowed.join(', ') } }, undefined)
+}
+
+/**
+ * The request as handlers see it. `ip` is read from the socket on first use: decoding the address on every
+ * request was the largest single cost of a small request. It must be read before the answer is written.
+ */
+class Context implements RequestContext {
+  body: unknown = undefined
+  private address: string | undefined
+  constructor(
+    private readonly ex: Exchange,
+    readonly method: Method,
+    readonly path: string,
+    readonly params: unknown,
+    readonly query: unknown,
+    readonly headers: Readonly<Record<string, string>>,
+    readonly log: Logger,
+  ) {}
+
+  get requestId(): string {
+    return this.ex.requestId
+  }
+
+  get ip(): string {
+    if (this.address === undefined) {
+      if (this.ex.aborted) return ''
+      this.address = Buffer.from(this.ex.res.getRemoteAddressAsText()).toString()
+    }
+    return this.address
+  }
 }

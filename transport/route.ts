@@ -12,6 +12,7 @@ export interface RequestContext<P = unknown, Q = unknown, B = unknown> {
   /** Lower-case header names, copied before the first await (uWS invalidates `req` after it). */
   headers: Readonly<Record<string, string>>
   requestId: string
+  /** The client address, read from the socket on first use: read it before the answer is written. */
   ip: string
   log: Logger
 }

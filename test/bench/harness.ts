@@ -1,0 +1,332 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
+import { connect } from '@nats-io/transport-node'
+import { Redis } from 'ioredis'
+import postgres from 'postgres'
+import { namesFor } from '../../core/names.js'
+import { dropStreams } from '../../storage/nats.js'
+
+export const root = new URL('../..', import.meta.url).pathname
+
+// ---------------------------------------------------------------------------------------------------------
+// Scenarios
+
+export interface BenchSettings {
+  /** Seconds per measured wrk run (BENCH_DURATION, default 5). */
+  durationSec: number
+  /** Seconds of warm-up before each measured run (BENCH_WARMUP, default 2). */
+  warmupSec: number
+  /** Measured runs per server (BENCH_ROUNDS, default 2), taken alternately. */
+  rounds: number
+  /** wrk connections (BENCH_CONNECTIONS, default 50) and threads (BENCH_THREADS, default 1). */
+  connections: number
+  threads: number
+}
+
+/** One line of the summary table. */
+export interface ResultRow {
+  label: string
+  requestsPerSec: number
+  latencyP50Ms: number
+  latencyP99Ms: number
+  errors: number
+  /** CPU time the server process used per request answered (user + system), when measurable. */
+  serverCpuUsPerReq?: number
+  /** Free text: "best of 2", "warm-up", ... */
+  note?: string
+}
+
+/** The machine-readable line a scenario ends with; `pass` says whether its target was met. */
+export interface Summary {
+  scenario: string
+  target?: number
+  pass?: boolean
+  [key: string]: unknown
+}
+
+export interface ScenarioResult {
+  rows: ResultRow[]
+  /** One sentence with the number that matters, e.g. "ours/raw = 0.91 (target >= 0.85): pass". */
+  headline: string
+  summary: Summary
+}
+
+export interface Scenario {
+  name: string
+  description: string
+  run(settings: BenchSettings, log: (line: string) => void): Promise<ScenarioResult>
+}
+
+export function readSettings(env: Record<string, string | undefined>): BenchSettings {
+  const int = (name: string, fallback: number, min: number, max: number) => {
+    const text = env[name]
+    if (text === undefined || text === '') return fallback
+    const value = Number(text)
+    if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer from ${min} to ${max}, not "${text}"`)
+    return value
+  }
+  return {
+    durationSec: int('BENCH_DURATION', 5, 1, 3600),
+    warmupSec: int('BENCH_WARMUP', 2, 0, 600),
+    rounds: int('BENCH_ROUNDS', 4, 1, 100),
+    connections: int('BENCH_CONNECTIONS', 50, 1, 10_000),
+    threads: int('BENCH_THREADS', 1, 1, 64),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Child processes
+
+const live = new Set<ServerProcess>()
+
+export interface ServerProcess {
+  name: string
+  child: ChildProcess
+  port: number
+  url: string
+  /** CPU seconds (user + system) the process has used so far; undefined where /proc is not available. */
+  cpuSeconds(): number | undefined
+  /** SIGTERM, then SIGKILL when it has not exited after `graceMs`; resolves once it is gone. */
+  stop(graceMs?: number): Promise<void>
+}
+
+export interface StartServerOptions {
+  name: string
+  /** Script path relative to the repository root, run as `node --import tsx <script>`. */
+  script: string
+  args?: string[]
+  env?: Record<string, string>
+  /** Returns the listening port when a stdout line announces it, else undefined. */
+  portFrom(line: string): number | undefined
+  startTimeoutMs?: number
+}
+
+/**
+ * Starts a TypeScript entry point as its own Node process (one process: `node --import tsx`, not the tsx
+ * CLI, which would add a supervising parent) and resolves once it printed its port.
+ */
+export function startServer(options: StartServerOptions): Promise<ServerProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', options.script, ...(options.args ?? [])], {
+    cwd: root,
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  // The last lines of output, shown when the process dies; reading also keeps the pipes from filling.
+  const tail: string[] = []
+  const remember = (line: string) => {
+    tail.push(line)
+    if (tail.length > 40) tail.shift()
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const server: ServerProcess = {
+    name: options.name,
+    child,
+    port: 0,
+    url: '',
+    cpuSeconds: () => (child.pid === undefined ? undefined : processCpuSeconds(child.pid)),
+    async stop(graceMs = 5_000) {
+      live.delete(server)
+      if (child.exitCode !== null || child.signalCode !== null) return
+      child.kill('SIGTERM')
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs)
+      await exited
+      clearTimeout(timer)
+    },
+  }
+  live.add(server)
+  createInterface({ input: child.stderr! }).on('line', remember)
+  const stdout = createInterface({ input: child.stdout! })
+
+  return new Promise<ServerProcess>((resolve, reject) => {
+    const timeoutMs = options.startTimeoutMs ?? 60_000
+    const fail = (why: string) => {
+      clearTimeout(timer)
+      void server.stop(1_000).then(() => reject(new Error(`${options.name} ${why}${tail.length ? `; its last output:\n  ${tail.join('\n  ')}` : ''}`)))
+    }
+    const timer = setTimeout(() => fail(`did not report a port within ${timeoutMs} ms`), timeoutMs)
+    stdout.on('line', (line) => {
+      remember(line)
+      if (server.port !== 0) return
+      const port = options.portFrom(line)
+      if (port === undefined) return
+      clearTimeout(timer)
+      server.port = port
+      server.url = `http://127.0.0.1:${port}`
+      resolve(server)
+    })
+    child.once('error', (err) => fail(`could not start: ${err.message}`))
+    child.once('exit', (code, signal) => {
+      if (server.port === 0) fail(`exited (${signal ?? `code ${code}`}) before listening`)
+    })
+  })
+}
+
+let clockTicks: number | undefined
+/** utime + stime from /proc/<pid>/stat, in seconds. */
+export function processCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15 of the whole line.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    clockTicks ??= Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Share of all CPUs busy (0..1) over `ms`, from /proc/stat; undefined where unavailable. Run before a
+ * benchmark it tells whether something else is using the machine, which makes the numbers noisy.
+ */
+export async function machineBusy(ms: number): Promise<number | undefined> {
+  const sample = () => {
+    try {
+      const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+      const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0)
+      return { idle, total: cpu.reduce((a, b) => a + b, 0) }
+    } catch {
+      return undefined
+    }
+  }
+  const before = sample()
+  await new Promise((r) => setTimeout(r, ms))
+  const after = sample()
+  if (!before || !after || after.total === before.total) return undefined
+  return 1 - (after.idle - before.idle) / (after.total - before.total)
+}
+
+/** Stops every child still running; used on errors and signals. */
+export async function stopAll(): Promise<void> {
+  await Promise.allSettled([...live].map((s) => s.stop()))
+}
+
+/** Port from a line of the form `{"port":1234}` (the raw server's announcement). */
+export function portLine(line: string): number | undefined {
+  const entry = parseObject(line)
+  return entry && typeof entry.port === 'number' ? entry.port : undefined
+}
+
+/** Port from main.ts's `{"msg":"node started","port":1234,...}` log line. */
+export function nodeStartedLine(line: string): number | undefined {
+  const entry = parseObject(line)
+  return entry && entry.msg === 'node started' && typeof entry.port === 'number' ? entry.port : undefined
+}
+
+function parseObject(line: string): Record<string, unknown> | undefined {
+  if (!line.startsWith('{')) return undefined
+  try {
+    const value: unknown = JSON.parse(line)
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// An isolated install: its own Postgres database, NATS streams and Redis prefix, all removed afterwards.
+
+export const services = {
+  adminDatabaseUrl: process.env.BENCH_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+  natsUrl: process.env.BENCH_NATS_URL ?? 'nats://127.0.0.1:4222',
+  redisUrl: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379',
+}
+
+export interface Isolated {
+  namespace: string
+  database: string
+  /** The environment a main.ts child needs to use this install (merge it over anything else). */
+  env: Record<string, string>
+  /** Drops the database, the namespace's NATS streams and its Redis keys; every step is tried. */
+  drop(): Promise<void>
+}
+
+export async function createIsolated(): Promise<Isolated> {
+  const id = randomBytes(4).toString('hex')
+  const namespace = `bench_${id}`
+  const database = `bench_${id}`
+  const admin = postgres(services.adminDatabaseUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 })
+  try {
+    await admin.unsafe(`create database ${database}`)
+  } catch (err) {
+    await admin.end({ timeout: 1 })
+    const reason = err instanceof Error ? err.message : String(err)
+    throw new Error(`cannot create database ${database} via ${redact(services.adminDatabaseUrl)}: ${reason}`, { cause: err })
+  }
+  const url = new URL(services.adminDatabaseUrl)
+  url.pathname = `/${database}`
+  let dropped: Promise<void> | undefined
+  return {
+    namespace,
+    database,
+    env: { NAMESPACE: namespace, DATABASE_URL: url.toString(), NATS_URL: services.natsUrl, REDIS_URL: services.redisUrl },
+    drop: () =>
+      (dropped ??= (async () => {
+        const failures: string[] = []
+        const attempt = async (what: string, step: () => Promise<void>) => {
+          try {
+            await step()
+          } catch (err) {
+            failures.push(`${what}: ${err instanceof Error ? err.message : String(err)}`)
+          }
+        }
+        await attempt('postgres', async () => {
+          try {
+            await admin.unsafe(`drop database if exists ${database} with (force)`)
+          } finally {
+            await admin.end({ timeout: 1 })
+          }
+        })
+        await attempt('nats', async () => {
+          const nc = await connect({ servers: services.natsUrl, timeout: 5_000 })
+          try {
+            await dropStreams(nc, namesFor(namespace))
+          } finally {
+            await nc.close()
+          }
+        })
+        await attempt('redis', async () => {
+          const redis = new Redis(services.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 5_000 })
+          try {
+            await redis.connect()
+            let cursor = '0'
+            do {
+              const [next, keys] = await redis.scan(cursor, 'MATCH', `${namesFor(namespace).redisPrefix}*`, 'COUNT', 500)
+              if (keys.length > 0) await redis.del(...keys)
+              cursor = next
+            } while (cursor !== '0')
+          } finally {
+            redis.disconnect()
+          }
+        })
+        if (failures.length) throw new Error(`cleanup of ${namespace} incomplete: ${failures.join('; ')}`)
+      })()),
+  }
+}
+
+function redact(url: string): string {
+  const parsed = new URL(url)
+  if (parsed.password) parsed.password = '***'
+  return parsed.toString()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Small helpers
+
+export const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  if (sorted.length === 0) throw new Error('median of nothing')
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+/** Fails unless `GET url` answers `status` with exactly `body`: never benchmark an error page. */
+export async function expectResponse(url: string, status: number, body: string): Promise<void> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(5_000) })
+  const text = await res.text()
+  if (res.status !== status || text !== body) throw new Error(`GET ${url} answered ${res.status} ${text}, expected ${status} ${body}`)
+}
