@@ -75,8 +75,10 @@ export async function ensureStreams(nc: NatsConnection, names: Names, settings: 
   await new Kvm(nc).create(names.leasesBucket, { history: 1, ttl: settings.leaseTtlMs })
   // `create` leaves an existing bucket as it was: bring its TTL in line with the configuration.
   const leases = await jsm.streams.info(`KV_${names.leasesBucket}`)
-  if (leases.config.max_age !== nanos(settings.leaseTtlMs)) {
-    await jsm.streams.update(leases.config.name, { ...leases.config, max_age: nanos(settings.leaseTtlMs) })
+  const ttl = nanos(settings.leaseTtlMs)
+  if (leases.config.max_age !== ttl) {
+    // JetStream refuses a duplicate window longer than the max age, so a shorter TTL shortens it too.
+    await jsm.streams.update(leases.config.name, { ...leases.config, max_age: ttl, duplicate_window: Math.min(leases.config.duplicate_window, ttl) })
   }
 }
 

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { startTestNode, type TestNode } from './support/node.js'
+import { eventually } from './support/eventually.js'
+import { natsUrl, redisUrl } from './support/services.js'
 import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js'
 
 describe('health endpoints', () => {
@@ -74,5 +76,38 @@ describe('Postgres outage', () => {
     for (let i = 0; i < 5 && back.res.status !== 200; i++) back = await timed('/health/db')
     expect(back.res.status).toBe(200)
     expect((await timed('/health/ready')).res.status).toBe(200)
+  })
+})
+
+describe.each([
+  ['Redis', 'REDIS_URL', 'redis'],
+  ['NATS', 'NATS_URL', 'nats'],
+] as const)('%s outage', (_name, variable, check) => {
+  let proxy: TcpProxy
+  let node: TestNode
+  beforeAll(async () => {
+    const target = new URL(variable === 'REDIS_URL' ? redisUrl : natsUrl)
+    proxy = await startTcpProxy(target.hostname, Number(target.port))
+    target.port = String(proxy.port)
+    node = await startTestNode({ [variable]: target.toString() })
+  })
+  afterAll(async () => {
+    await node.shutdown()
+    await proxy.close()
+  })
+
+  test('readiness turns 503 within 2 s, liveness stays 200, and both recover without a restart', async () => {
+    expect((await fetch(`${node.url}/health/ready`)).status).toBe(200)
+    await proxy.cut()
+    const started = performance.now()
+    const res = await fetch(`${node.url}/health/ready`)
+    expect(performance.now() - started).toBeLessThan(2_000)
+    expect(res.status).toBe(503)
+    expect(await res.json()).toMatchObject({ status: 'degraded', checks: { [check]: { status: 'down' }, postgres: { status: 'ok' } } })
+    expect((await fetch(`${node.url}/health`)).status).toBe(200)
+
+    await proxy.restore()
+    // The clients reconnect on their own backoff; readiness follows.
+    await eventually(async () => (await fetch(`${node.url}/health/ready`)).status, (s) => s === 200, 10_000, 'readiness to recover')
   })
 })
