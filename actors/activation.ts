@@ -35,6 +35,8 @@ export class Activation {
     private readonly capacity: number,
     private readonly log: Logger,
     private readonly metrics: ActorMetrics,
+    /** Whether this node still holds the partition's lease: checked before every message, not only on arrival. */
+    private readonly owns: () => boolean,
   ) {}
 
   get depth(): number {
@@ -54,14 +56,24 @@ export class Activation {
     if (this.depth >= this.capacity) return false
     this.queue.push(envelope)
     this.metrics.mailboxDepth.inc()
-    if (!this.running) void this.pump()
+    if (!this.running) this.start()
     return true
   }
 
-  /** Stops taking messages; queued ones still run. Resolves once the mailbox is empty. */
+  /** Stops taking messages; queued ones still run. Resolves once the mailbox is empty and nothing runs. */
   async close(): Promise<void> {
     this.closed = true
     while (!this.idle) await this.drained()
+  }
+
+  /** Whether a handler is running right now (abandon() does not stop one). */
+  get busy(): boolean {
+    return this.running
+  }
+
+  /** Resolves when the running handler (if any) has finished. */
+  async settled(): Promise<void> {
+    while (this.running) await this.drained()
   }
 
   /** Stops at once: queued messages are answered `moved` so their callers retry on the new owner. */
@@ -86,10 +98,20 @@ export class Activation {
     return envelope
   }
 
+  private start(): void {
+    this.pump().catch((err: unknown) => this.log.error({ err, kind: this.kind.name, id: this.id }, 'actor mailbox failed'))
+  }
+
   private async pump(): Promise<void> {
     this.running = true
     try {
       while (this.depth > 0) {
+        if (!this.owns()) {
+          // The lease ran out while these waited. Only this node received them (no other node could hold the
+          // partition when they arrived), so `moved` is safe: the caller's retry cannot apply them twice.
+          this.abandon()
+          return
+        }
         if (this.state === unloaded && !(await this.load())) return
         const envelope = this.take()
         if (envelope.deadline <= Date.now()) {
@@ -101,7 +123,7 @@ export class Activation {
     } finally {
       this.running = false
       this.lastActive = Date.now()
-      if (this.depth > 0 && !this.closed) void this.pump()
+      if (this.depth > 0 && !this.closed) this.start()
       for (const wake of this.waiters.splice(0)) wake()
     }
   }

@@ -11,6 +11,8 @@ export interface HostOptions {
   defaultMailboxCapacity: number
   log: Logger
   metrics: ActorMetrics
+  /** The lease check, consulted by each actor before each message. */
+  owns(partition: number): boolean
 }
 
 /**
@@ -58,6 +60,7 @@ export class ActorHost {
         kind.mailboxCapacity ?? this.options.defaultMailboxCapacity,
         this.options.log,
         this.options.metrics,
+        () => this.options.owns(partition),
       )
       this.activations.set(key, activation)
       members.add(activation)
@@ -69,18 +72,25 @@ export class ActorHost {
   }
 
   /**
-   * Hand-over: new messages for the partition are answered `moved` at once, queued ones still run (up to
-   * `timeoutMs`), then every actor of the partition is passivated.
+   * Hand-over: new messages for the partition are answered `moved` at once, queued ones still run until
+   * `deadline` (performance.now time); what is still queued then is answered `moved`, and a handler still
+   * running is waited for until the deadline too. Resolves true when nothing of the partition runs any more.
    */
-  async close(partition: number, timeoutMs: number): Promise<void> {
+  async close(partition: number, deadline: number): Promise<boolean> {
     const members = this.partitions.get(partition)
-    if (!members) return
+    if (!members) return true
     this.partitions.delete(partition)
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)))
-    await Promise.race([Promise.all([...members].map((a) => a.close())), deadline])
-    clearTimeout(timer)
+    const untilDeadline = <T>(work: Promise<T>) => {
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - performance.now()))))
+      return Promise.race([work, timeout]).finally(() => clearTimeout(timer))
+    }
+    await untilDeadline(Promise.all([...members].map((a) => a.close())))
+    for (const activation of members) activation.abandon()
+    await untilDeadline(Promise.all([...members].map((a) => a.settled())))
+    const idle = [...members].every((a) => !a.busy)
     for (const activation of members) this.remove(activation)
+    return idle
   }
 
   /** The lease is gone: stop at once; queued messages go back to their callers as `moved`. */

@@ -1,5 +1,6 @@
 import type { KV } from '@nats-io/kv'
 import type { Logger } from '../core/log.js'
+import { withTimeout } from '../storage/postgres.js'
 import type { ActorMetrics } from './metrics.js'
 
 export interface LeaseOptions {
@@ -11,8 +12,11 @@ export interface LeaseOptions {
   metrics: ActorMetrics
   /** The lease is ours: start serving. */
   onAcquired(partition: number): void
-  /** We are giving the partition away: finish what is queued, then stop. Must return before the lease is deleted. */
-  onReleasing(partition: number): Promise<void>
+  /**
+   * We are giving the partition away: finish what is queued, then stop. Resolves true when nothing runs any
+   * more (the lease may be deleted), false when a handler outlived the deadline (the lease is left to expire).
+   */
+  onReleasing(partition: number, deadline: number): Promise<boolean>
   /** The lease could not be kept: stop serving at once. */
   onLost(partition: number): void
   /** Something changed that other nodes should look at now rather than at their next tick. */
@@ -21,9 +25,16 @@ export interface LeaseOptions {
 
 interface Held {
   revision: number
-  /** Local time until which this node may serve: the last renewal's send time plus the TTL, less a margin. */
+  /**
+   * Monotonic time (performance.now) until which this node may serve: the last successful renewal's send time
+   * plus the TTL, less a margin. Monotonic, so a stepped wall clock cannot stretch it.
+   */
   validUntil: number
+  /** Drops the partition at `validUntil` even when a round is stuck waiting on NATS. */
+  expiry: NodeJS.Timeout
 }
+
+const now = () => performance.now()
 
 const leaseKey = (p: number) => `p.${p}`
 const memberKey = (nodeId: string) => `node.${nodeId}`
@@ -38,6 +49,8 @@ const memberKey = (nodeId: string) => `node.${nodeId}`
  */
 export class PartitionLeases {
   private readonly held = new Map<number, Held>()
+  /** Partitions being handed over: still held (and renewed) until their mailboxes are drained. */
+  private readonly releasing = new Map<number, Promise<void>>()
   private timer: NodeJS.Timeout | undefined
   private ticking: Promise<void> | undefined
   private again = false
@@ -59,7 +72,7 @@ export class PartitionLeases {
   /** Serving check for every message: the lease is held and its validity has not run out. */
   owns(partition: number): boolean {
     const held = this.held.get(partition)
-    return held !== undefined && Date.now() < held.validUntil
+    return held !== undefined && now() < held.validUntil
   }
 
   owned(): number[] {
@@ -83,7 +96,8 @@ export class PartitionLeases {
     clearTimeout(this.timer)
     await this.ticking
     await this.o.kv.delete(memberKey(this.o.nodeId)).catch(() => undefined)
-    await Promise.all(this.owned().map((p) => this.release(p)))
+    for (const p of this.owned()) this.startRelease(p)
+    await Promise.all(this.releasing.values())
     this.o.announce()
   }
 
@@ -106,25 +120,27 @@ export class PartitionLeases {
   private async round(): Promise<void> {
     await this.renewAll()
     if (this.stopped) return
-    await this.o.kv.put(memberKey(this.o.nodeId), JSON.stringify({ at: new Date().toISOString(), held: this.held.size }))
-    const keys = await this.keys()
+    const budget = Math.max(200, this.o.ttlMs / 2)
+    await this.o.kv.put(memberKey(this.o.nodeId), JSON.stringify({ at: new Date().toISOString(), held: this.held.size }), { timeout: budget })
+    const keys = await withTimeout(this.keys(), budget, 'lease key listing')
     const members = keys.filter((k) => k.startsWith('node.')).map((k) => k.slice(5))
     if (!members.includes(this.o.nodeId)) members.push(this.o.nodeId)
     members.sort()
     const rank = members.indexOf(this.o.nodeId)
     const quota = Math.floor(this.o.partitions / members.length) + (rank < this.o.partitions % members.length ? 1 : 0)
 
-    if (this.held.size > quota) {
-      // Give away the highest-numbered extras; the others see them free on their next round (nudged now).
-      const extra = this.owned().slice(quota)
-      await Promise.all(extra.map((p) => this.release(p)))
-      this.o.announce()
-    } else if (this.held.size < quota) {
+    const keeping = this.held.size - this.releasing.size
+    if (keeping > quota) {
+      // Give away the highest-numbered extras, in the background so renewals go on while they drain; the
+      // others see them free on their next round (nudged when each is released).
+      for (const p of this.owned().filter((p) => !this.releasing.has(p)).slice(quota)) this.startRelease(p)
+    } else if (keeping < quota) {
       const taken = new Set(keys.filter((k) => k.startsWith('p.')).map((k) => Number(k.slice(2))))
       const free = shuffle(Array.from({ length: this.o.partitions }, (_, p) => p).filter((p) => !taken.has(p) && !this.held.has(p)))
-      let need = quota - this.held.size
+      let need = quota - keeping
       for (const p of free) {
         if (need === 0 || this.stopped) break
+        if (this.releasing.has(p)) continue
         if (await this.acquire(p)) need--
       }
     }
@@ -137,11 +153,21 @@ export class PartitionLeases {
     return out
   }
 
+  private hold(partition: number, revision: number, sentAt: number): void {
+    const previous = this.held.get(partition)
+    if (previous) clearTimeout(previous.expiry)
+    const validUntil = sentAt + this.o.ttlMs - this.margin
+    const held: Held = { revision, validUntil, expiry: setTimeout(() => this.lose(partition, held), Math.max(0, validUntil - now())) }
+    held.expiry.unref()
+    this.held.set(partition, held)
+  }
+
   private async acquire(partition: number): Promise<boolean> {
-    const sentAt = Date.now()
+    const sentAt = now()
     try {
       const revision = await this.o.kv.create(leaseKey(partition), this.o.nodeId)
-      this.held.set(partition, { revision, validUntil: sentAt + this.o.ttlMs - this.margin })
+      if (now() >= sentAt + this.o.ttlMs - this.margin) return false
+      this.hold(partition, revision, sentAt)
       this.o.onAcquired(partition)
       return true
     } catch {
@@ -153,46 +179,72 @@ export class PartitionLeases {
   private async renewAll(): Promise<void> {
     await Promise.all(
       [...this.held].map(async ([partition, held]) => {
-        const sentAt = Date.now()
+        const sentAt = now()
         try {
-          const revision = await this.o.kv.update(leaseKey(partition), this.o.nodeId, held.revision)
-          // A renewal that answers after the validity ran out does not bring serving back mid-flight.
-          if (this.held.get(partition) === held && Date.now() < held.validUntil) {
-            this.held.set(partition, { revision, validUntil: sentAt + this.o.ttlMs - this.margin })
-            return
-          }
+          // No answer within what is left of the lease is as good as no lease: never wait longer than that.
+          const revision = await this.o.kv.update(leaseKey(partition), this.o.nodeId, held.revision, Math.max(50, held.validUntil - sentAt))
+          // The revision check passed, so the key stayed ours throughout: validity counts from this send time.
+          if (this.held.get(partition) === held) this.hold(partition, revision, sentAt)
+          return
         } catch (err) {
           this.o.metrics.leaseRenewFailures.inc()
-          // Another node wrote the key (ours expired): lost for sure. Otherwise NATS is slow or away; keep
-          // serving only until the validity runs out.
-          if (!isWrongRevision(err) && Date.now() < held.validUntil) return
-          this.o.log.warn({ partition, err }, 'partition lease lost')
+          if (isWrongRevision(err)) {
+            // Maybe an earlier renewal timed out on our side but was applied: the key may still be ours.
+            const entry = await this.o.kv.get(leaseKey(partition)).catch(() => null)
+            if (entry && entry.operation === 'PUT' && entry.string() === this.o.nodeId && this.held.get(partition) === held) {
+              this.hold(partition, entry.revision, sentAt)
+              return
+            }
+            this.o.log.warn({ partition }, 'partition lease taken by another node')
+            this.lose(partition, held)
+          }
+          // Otherwise NATS is slow or away: the expiry timer drops the partition when its validity runs out.
         }
-        this.lose(partition, held)
       }),
     )
-    for (const [partition, held] of this.held) if (Date.now() >= held.validUntil) this.lose(partition, held)
   }
 
   private lose(partition: number, held: Held): void {
     if (this.held.get(partition) !== held) return
+    clearTimeout(held.expiry)
     this.held.delete(partition)
     this.o.metrics.leasesLost.inc()
     this.o.onLost(partition)
   }
 
+  private startRelease(partition: number): void {
+    if (this.releasing.has(partition)) return
+    const done = this.release(partition)
+      .catch((err: unknown) => this.o.log.warn({ partition, err }, 'partition release failed'))
+      .finally(() => {
+        this.releasing.delete(partition)
+        this.o.announce()
+      })
+    this.releasing.set(partition, done)
+  }
+
   private async release(partition: number): Promise<void> {
-    const held = this.held.get(partition)
-    if (!held) return
-    await this.o.onReleasing(partition)
+    if (!this.held.has(partition)) return
+    const idle = await this.o.onReleasing(partition, now() + Math.max(500, this.o.ttlMs / 2))
+    // Whatever happened meanwhile (renewed or lost), this partition is no longer ours.
+    const current = this.held.get(partition)
+    if (current) clearTimeout(current.expiry)
     this.held.delete(partition)
-    await this.o.kv.delete(leaseKey(partition), { previousSeq: held.revision }).catch((err: unknown) => {
+    if (!current || !idle) {
+      // A handler still runs (or the lease is already gone): deleting would let another node start the actor
+      // beside it. The key expires by TTL instead.
+      if (!idle) this.o.log.warn({ partition }, 'a handler outlived the hand-over; the lease is left to expire')
+      return
+    }
+    await this.o.kv.delete(leaseKey(partition), { previousSeq: current.revision }).catch((err: unknown) => {
       this.o.log.warn({ partition, err }, 'lease was not deleted on release; it expires by TTL')
     })
   }
 }
 
 function isWrongRevision(err: unknown): boolean {
+  // JetStream API error 10071: "wrong last sequence".
+  if (typeof err === 'object' && err !== null && 'code' in err && (err.code === 10071 || err.code === '10071')) return true
   return err instanceof Error && /wrong last sequence/i.test(err.message)
 }
 

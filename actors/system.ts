@@ -1,6 +1,7 @@
 import { errors as natsErrors, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { Kvm } from '@nats-io/kv'
 import { AppError } from '../core/errors.js'
+import { withTimeout } from '../storage/postgres.js'
 import { newRequestId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
 import type { Registry } from '../core/metrics.js'
@@ -67,10 +68,17 @@ const safeId = /^[A-Za-z0-9_:@+=-]{1,200}$/
 export function createActorSystem(o: ActorSystemOptions): ActorSystem {
   const metrics = createActorMetrics(o.registry)
   const kinds = new Map(o.kinds.map((k) => [k.name, k]))
-  const host = new ActorHost({ kinds, defaultIdleMs: o.idleMs, defaultMailboxCapacity: o.mailboxCapacity, log: o.log, metrics })
+  let leases: PartitionLeases | undefined
+  const host = new ActorHost({
+    kinds,
+    defaultIdleMs: o.idleMs,
+    defaultMailboxCapacity: o.mailboxCapacity,
+    log: o.log,
+    metrics,
+    owns: (partition) => leases?.owns(partition) ?? false,
+  })
   const subscriptions = new Map<number, Subscription>()
   const rebalanceSubject = `${o.names.namespace}.ctl.rebalance`
-  let leases: PartitionLeases | undefined
   let joined = !o.hosting
   let control: Subscription | undefined
 
@@ -78,29 +86,37 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
     host.open(partition)
     subscriptions.set(
       partition,
+      // No queue group: a node cut off from NATS keeps its subscription on the server until the server notices,
+      // and a queue group would keep sending it a share of the requests. Every subscriber gets each request; a
+      // node that does not hold the lease stays silent, so the owner's answer is the only one.
       o.nc.subscribe(`${o.names.namespace}.act.${partition}.>`, {
-        // One queue group: if two nodes ever subscribe to a partition at once, each message still goes to one.
-        queue: `${o.names.namespace}-actors`,
         callback: (err, msg) => {
-          if (err) return
+          if (err || !leases?.owns(partition)) return
+          const respond = (data: () => Uint8Array) => {
+            try {
+              msg.respond(data())
+            } catch (e) {
+              // An unencodable reply (a symbol, a cycle) still answers; a closed connection cannot.
+              try {
+                msg.respond(encodeFailure(new AppError('internal', 'the actor reply could not be encoded', { cause: e })))
+              } catch {
+                o.log.warn({ err: e, partition }, 'actor reply not sent')
+              }
+            }
+          }
           let call: ReturnType<typeof decodeCall>
           try {
             call = decodeCall(msg.data, msg.headers)
           } catch (e) {
-            msg.respond(encodeFailure(new AppError('bad_request', 'undecodable actor message', { cause: e })))
-            return
-          }
-          if (!leases?.owns(partition)) {
-            msg.respond(encodeFailure(new MovedError(`partition ${partition} is not served by ${o.nodeId}`)))
-            return
+            return respond(() => encodeFailure(new AppError('bad_request', 'undecodable actor message', { cause: e })))
           }
           host.deliver(call.kind, call.id, partition, {
             command: call.command,
             principal: call.principal,
             requestId: call.requestId,
             deadline: call.deadline,
-            resolve: (value) => msg.respond(encodeReply(value)),
-            reject: (e) => msg.respond(encodeFailure(e)),
+            resolve: (value) => respond(() => encodeReply(value)),
+            reject: (e) => respond(() => encodeFailure(e)),
           })
         },
       }),
@@ -111,7 +127,8 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
   const unsubscribe = async (partition: number) => {
     const sub = subscriptions.get(partition)
     subscriptions.delete(partition)
-    await sub?.drain().catch(() => undefined)
+    // Bounded: during a NATS outage the drain's round trip would wait for the client's own ping-out.
+    if (sub) await withTimeout(sub.drain(), 2_000, 'subscription drain').catch(() => sub.unsubscribe())
   }
 
   function local<R>(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): Promise<R> {
@@ -197,10 +214,10 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
         log: o.log,
         metrics,
         onAcquired: serve,
-        onReleasing: async (partition) => {
-          const closing = host.close(partition, Math.min(o.leaseTtlMs / 3, 5_000))
+        onReleasing: async (partition, deadline) => {
+          const closing = host.close(partition, deadline)
           await unsubscribe(partition)
-          await closing
+          return closing
         },
         onLost: (partition) => {
           host.drop(partition)

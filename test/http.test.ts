@@ -1,4 +1,4 @@
-import { request } from 'node:http'
+import { Agent, request } from 'node:http'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { probeRoutes } from './support/probe-routes.js'
 import { startTestNode, type TestNode } from './support/node.js'
@@ -94,6 +94,29 @@ describe('routing', () => {
     expect(res.status).toBe(200)
     expect(res.headers.get('content-type')).toBe('application/json')
     expect(await res.text()).toBe('')
+  })
+
+  test('HEAD on an unknown path or a wrong method sends no body, so the kept-alive connection stays usable', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    const send = (method: string, path: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        request(`${node.url}${path}`, { method, agent }, (res) => {
+          let body = ''
+          res.on('data', (c: Buffer) => (body += c.toString()))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+        })
+          .on('error', reject)
+          .end()
+      })
+    expect((await send('HEAD', '/nope')).status).toBe(404)
+    expect((await send('HEAD', '/test/conflict')).body).toBe('')
+    // Had a stray body been sent, this answer would be garbled on the shared socket.
+    expect(await send('GET', '/health')).toEqual({ status: 200, body: '{"status":"ok"}' })
+    agent.destroy()
+  })
+
+  test('a body JSON cannot express is answered 500, not left hanging', async () => {
+    await expectProblem(await fetch(`${node.url}/test/bigint`), 500, 'internal')
   })
 
   test('204 answers carry no body', async () => {

@@ -5,6 +5,7 @@ import { AppError, internalError, problemOf } from '../core/errors.js'
 import { isSafeRequestId, newRequestId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
 import type { Registry } from '../core/metrics.js'
+import { anonymous, type Principal } from '../core/principal.js'
 import { isJsonContentType, parseJson, readBody, tooLarge } from './body.js'
 import { createCors, type Cors } from './cors.js'
 import { createRequestRecorder, type RequestRecorder, type RouteSeries } from './http-metrics.js'
@@ -20,6 +21,8 @@ export interface HttpServerOptions {
   log: Logger
   registry: Registry
   routes: readonly Route[]
+  /** Turns an `authorization` header into a principal, or throws 401; synchronous when it can be. */
+  authenticate?: (authorization: string | undefined) => Principal | Promise<Principal>
 }
 
 export interface HttpServer {
@@ -128,7 +131,7 @@ function registerRoutes(app: TemplatedApp, shared: Shared): void {
     for (const route of routes) {
       const paramNames = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]!)
       const series = shared.recorder.series(route.method, route.path)
-      const handler = (res: HttpResponse, req: HttpRequest) => handle(shared, route, series, paramNames, res, req, false)
+      const handler = (res: HttpResponse, req: HttpRequest) => handle(shared, route, series, paramNames, res, req)
       app[route.method === 'delete' ? 'del' : route.method](path, handler)
     }
     const get = routes.find((r) => r.method === 'get')
@@ -140,7 +143,7 @@ function registerRoutes(app: TemplatedApp, shared: Shared): void {
     // Everything else sent to a known path: HEAD as GET without a body, OPTIONS (CORS preflight), or 405.
     app.any(path, (res, req) => {
       const method = req.getMethod()
-      if (method === 'head' && get) return handle(shared, get, headSeries, getParams, res, req, true)
+      if (method === 'head' && get) return handle(shared, get, headSeries, getParams, res, req)
       if (method === 'options') return answerOptions(shared, optionsSeries, res, req, path, allowed)
       const ex = begin(shared, otherSeries, res, req, path)
       finish(shared, ex, undefined, new AppError('method_not_allowed', `${method.toUpperCase()} is not allowed on ${path}`, { headers: { allow: allowed.join(', ') } }))
@@ -164,7 +167,8 @@ function begin(shared: Shared, series: RouteSeries, res: HttpResponse, req: Http
     origin: origin === '' ? undefined : origin,
     started: performance.now(),
     aborted: false,
-    head: false,
+    // HEAD gets headers only, on every path (404 and 405 included), or the stray body breaks keep-alive.
+    head: req.getMethod() === 'head',
     inline: true,
   }
   res.onAborted(() => {
@@ -181,9 +185,8 @@ function settle(shared: Shared): void {
   if (shared.state.inFlight === 0 && shared.state.idle) shared.state.idle()
 }
 
-function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: string[], res: HttpResponse, req: HttpRequest, head: boolean): void {
+function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: string[], res: HttpResponse, req: HttpRequest): void {
   const ex = begin(shared, series, res, req, route.path)
-  ex.head = head
   // Everything needed from `req` is read now: it is invalid after this function returns.
   const headers: Record<string, string> = {}
   req.forEach((key, value) => {
@@ -209,11 +212,17 @@ function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: s
     return finish(shared, ex, undefined, err)
   }
 
+  // Reading the body starts now, inside the uWS callback, even when authentication has to wait.
+  let body: Promise<Buffer> | undefined
   if (route.body && bodyMethods.has(route.method)) {
     const failure = checkBodyHeaders(headers, shared.options.bodyLimitBytes)
     if (failure) return finish(shared, ex, undefined, failure)
     ex.inline = false
-    readBody(res, shared.options.bodyLimitBytes).then(
+    body = readBody(res, shared.options.bodyLimitBytes)
+  }
+  const proceed = () => {
+    if (!body) return run(shared, ex, route, ctx)
+    body.then(
       (buffer) => {
         try {
           ctx.body = parse(route.body!, parseJson(buffer), '')
@@ -224,9 +233,33 @@ function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: s
       },
       (err: unknown) => finish(shared, ex, undefined, err),
     )
-    return
   }
-  run(shared, ex, route, ctx)
+  if (route.auth) {
+    let principal: Principal | Promise<Principal>
+    try {
+      if (!shared.options.authenticate) throw new AppError('internal', 'no authenticator configured')
+      principal = shared.options.authenticate(headers['authorization'])
+    } catch (err) {
+      body?.catch(() => undefined)
+      return finish(shared, ex, undefined, err)
+    }
+    if (principal instanceof Promise) {
+      ex.inline = false
+      principal.then(
+        (p) => {
+          ctx.principal = p
+          proceed()
+        },
+        (err: unknown) => {
+          body?.catch(() => undefined)
+          finish(shared, ex, undefined, err)
+        },
+      )
+      return
+    }
+    ctx.principal = principal
+  }
+  proceed()
 }
 
 function run(shared: Shared, ex: Exchange, route: Route, ctx: RequestContext): void {
@@ -284,6 +317,16 @@ function finish(shared: Shared, ex: Exchange, reply: Reply | undefined, err: unk
   let contentType: string
   let payload: string | Uint8Array
   let extra: Record<string, string> | undefined
+  let serialized: string | undefined
+  if (reply && !isRawReply(reply) && reply.body !== undefined) {
+    try {
+      serialized = JSON.stringify(reply.body)
+    } catch (e) {
+      // A body JSON cannot express (a BigInt, a cycle) is a bug in the handler: answer 500 rather than nothing.
+      reply = undefined
+      err = e
+    }
+  }
   if (reply) {
     status = reply.status
     extra = reply.headers
@@ -292,7 +335,7 @@ function finish(shared: Shared, ex: Exchange, reply: Reply | undefined, err: unk
       payload = reply.data
     } else {
       contentType = 'application/json'
-      payload = reply.body === undefined ? '' : JSON.stringify(reply.body)
+      payload = serialized ?? ''
     }
   } else {
     const appError = err instanceof AppError ? err : internalError(err)
@@ -312,10 +355,11 @@ function finish(shared: Shared, ex: Exchange, reply: Reply | undefined, err: unk
     const cors = shared.cors.responseHeaders(ex.origin)
     if (cors) for (const [name, value] of cors) res.writeHeader(name, value)
     if (extra) for (const name in extra) res.writeHeader(name, extra[name]!)
-    if (status === 204 || status === 304) return res.endWithoutBody(0, close)
+    // No endWithoutBody: in this uWS build it leaves the connection waiting for body bytes, which kills
+    // keep-alive. HEAD answers therefore say `content-length: 0` instead of the GET body's length.
+    if (status === 204 || status === 304) return res.end(undefined, close)
     if (!json) res.writeHeader('content-type', contentType)
-    if (ex.head) return res.endWithoutBody(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength, close)
-    res.end(payload, close)
+    res.end(ex.head ? undefined : payload, close)
   }
   if (ex.inline) write()
   else res.cork(write)
@@ -345,6 +389,7 @@ function answerOptions(shared: Shared, series: RouteSeries, res: HttpResponse, r
  */
 class Context implements RequestContext {
   body: unknown = undefined
+  principal: Principal = anonymous
   private address: string | undefined
   constructor(
     private readonly ex: Exchange,

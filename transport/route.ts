@@ -1,5 +1,6 @@
 import type { z } from 'zod'
 import type { Logger } from '../core/log.js'
+import type { Principal } from '../core/principal.js'
 
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete'
 
@@ -12,6 +13,8 @@ export interface RequestContext<P = unknown, Q = unknown, B = unknown> {
   /** Lower-case header names, copied before the first await (uWS invalidates `req` after it). */
   headers: Readonly<Record<string, string>>
   requestId: string
+  /** Who is calling: a signed-in user on routes with `auth: 'user'`, otherwise anonymous. */
+  principal: Principal
   /** The client address, read from the socket on first use: read it before the answer is written. */
   ip: string
   log: Logger
@@ -51,6 +54,8 @@ export interface RouteDef<P extends z.ZodType, Q extends z.ZodType, B extends z.
   responses: Record<number, ResponseDoc>
   /** Left out of the OpenAPI document (static assets of the docs page, say). */
   hidden?: boolean
+  /** `user`: a valid bearer access token is required (401 otherwise) and becomes `ctx.principal`. */
+  auth?: 'user'
   handler(ctx: RequestContext<z.output<P>, z.output<Q>, z.output<B>>): Reply | Promise<Reply>
 }
 

@@ -67,6 +67,15 @@ export function probeRoutes(gate?: { wait: Promise<void>; entered: () => void })
     }),
     defineRoute({
       method: 'get',
+      path: '/test/bigint',
+      operationId: 'bigint',
+      summary: 'answers a body JSON cannot express',
+      tags: ['test'],
+      responses: {},
+      handler: async () => ({ status: 200, body: { n: 10n } }),
+    }),
+    defineRoute({
+      method: 'get',
       path: '/test/conflict',
       operationId: 'conflict',
       summary: 'throws an AppError',

@@ -5,12 +5,15 @@ export interface TcpProxy {
   port: number
   /** Stops accepting and destroys every open connection: the dependency looks dead. */
   cut(): Promise<void>
+  /** Keeps every connection open but forwards nothing either way: a silent network partition. */
+  blackhole(): void
   restore(): Promise<void>
   close(): Promise<void>
 }
 
 export async function startTcpProxy(targetHost: string, targetPort: number): Promise<TcpProxy> {
   const sockets = new Set<Socket>()
+  let dropping = false
   let server: Server
   const listen = (port: number) =>
     new Promise<number>((resolve, reject) => {
@@ -25,7 +28,8 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
         }
         client.on('error', drop).on('close', drop)
         upstream.on('error', drop).on('close', drop)
-        client.pipe(upstream).pipe(client)
+        client.on('data', (chunk: Buffer) => dropping || upstream.write(chunk))
+        upstream.on('data', (chunk: Buffer) => dropping || client.write(chunk))
       })
       server.once('error', reject)
       server.listen(port, '127.0.0.1', () => {
@@ -43,9 +47,16 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
   return {
     port,
     cut: stop,
-    restore: async () => {
-      await listen(port)
+    blackhole: () => {
+      dropping = true
     },
-    close: stop,
+    restore: async () => {
+      dropping = false
+      if (!server.listening) await listen(port)
+    },
+    close: async () => {
+      dropping = false
+      await stop()
+    },
   }
 }

@@ -1,0 +1,30 @@
+import type { SessionRevocations } from '../actors/session-revocations.js'
+import type { AccessTokens } from '../core/access-tokens.js'
+import { AppError } from '../core/errors.js'
+import type { Principal } from '../core/principal.js'
+
+const challenge = { 'www-authenticate': 'Bearer' }
+
+/**
+ * `Authorization: Bearer <access token>` into a user principal. The signature check is cached per token by
+ * AccessTokens; the revocation check is an in-memory lookup, so a revoked session fails on every node as soon
+ * as the broadcast arrives.
+ */
+export function createAuthenticator(tokens: AccessTokens, revocations: SessionRevocations): (authorization: string | undefined) => Promise<Principal> {
+  return async (authorization) => {
+    if (!authorization) throw new AppError('auth.unauthenticated', 'this endpoint needs `Authorization: Bearer <access token>`', { headers: challenge })
+    const [scheme, token] = authorization.split(' ', 2)
+    if (scheme?.toLowerCase() !== 'bearer' || !token) {
+      throw new AppError('auth.unauthenticated', 'the authorization header must be `Bearer <access token>`', { headers: challenge })
+    }
+    let claims
+    try {
+      claims = await tokens.verify(token)
+    } catch (err) {
+      if (err instanceof AppError) throw new AppError(err.code, err.message, { cause: err, headers: { 'www-authenticate': 'Bearer error="invalid_token"' } })
+      throw err
+    }
+    if (revocations.isRevoked(claims.sid)) throw new AppError('auth.session_revoked', 'this session was revoked; sign in again', { headers: challenge })
+    return { type: 'user', userId: claims.sub, sessionId: claims.sid }
+  }
+}
