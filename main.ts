@@ -1,4 +1,14 @@
+import { readFile } from 'node:fs/promises'
 import { pathToFileURL } from 'node:url'
+import { createSessionRevocations } from './actors/session-revocations.js'
+import { userKind } from './actors/user-actor.js'
+import { createAccessTokens } from './core/access-tokens.js'
+import { loadKeys } from './core/keys.js'
+import { createPasswordHasher } from './core/passwords.js'
+import { createDevMailer } from './storage/mailer.js'
+import { createAuthenticator } from './transport/authenticate.js'
+import { identityRoutes } from './transport/identity-routes.js'
+import { createRateLimiter } from './transport/rate-limit.js'
 import { ConfigError, loadConfig, type Config } from './core/config.js'
 import { createLogger, type Logger } from './core/log.js'
 import { createRegistry, type Registry } from './core/metrics.js'
@@ -76,12 +86,35 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     throw err
   }
   const natsConn = nc
+  const keys = await loadKeys(
+    {
+      ...(config.jwtPrivateKey ? { privateKey: config.jwtPrivateKey } : config.jwtPrivateKeyFile ? { privateKey: await readFile(config.jwtPrivateKeyFile, 'utf8') } : {}),
+      ...(config.jwtPreviousPublicKeys ? { previousPublicKeys: config.jwtPreviousPublicKeys } : {}),
+      devKeysDir: config.devKeysDir,
+    },
+    log,
+  )
+  const tokens = createAccessTokens({ keys, issuer: config.jwtIssuer, audience: config.jwtAudience, ttlSeconds: config.accessTokenTtlS })
+  const hasher = await createPasswordHasher({ concurrency: config.passwordHashConcurrency, maxWaiting: config.passwordHashQueue })
+  const revocations = createSessionRevocations({ nc: natsConn, redis, names, ttlSeconds: config.accessTokenTtlS, log })
+  await revocations.start()
+  const mailer = createDevMailer(sql, log)
+  const builtInKinds = [
+    userKind({
+      sql,
+      mailer,
+      revocations,
+      refreshTtlDays: config.refreshTokenTtlDays,
+      refreshGraceMs: config.refreshReuseGraceMs,
+      publicUrl: config.publicUrl,
+    }),
+  ]
   const actors = createActorSystem({
     nc: natsConn,
     names,
     nodeId: config.nodeId,
     hosting: config.roles.has('actors'),
-    kinds: options.kinds?.({ sql, log }) ?? [],
+    kinds: [...builtInKinds, ...(options.kinds?.({ sql, log }) ?? [])],
     partitions: config.actorPartitions,
     leaseTtlMs: config.leaseTtlMs,
     askTimeoutMs: config.askTimeoutMs,
@@ -102,6 +135,16 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     }),
     metricsRoute(registry),
     ...docsRoutes(),
+    ...(config.roles.has('gateway')
+      ? identityRoutes({
+          actors,
+          sql,
+          hasher,
+          tokens,
+          limiter: createRateLimiter(redis),
+          limits: { loginFailuresPerAccount: config.loginMaxFailures, loginAttemptsPerIp: config.loginMaxAttemptsPerIp, windowSeconds: config.loginFailureWindowS },
+        })
+      : []),
     ...(options.routes?.({ sql, redis, nc: natsConn, actors, log }) ?? []),
   ]
   routes.push(openApiRoute(() => buildOpenApi(routes, { title: 'actorbase API', version: '1', description: 'Public HTTP contract; see API.md' })))
@@ -113,6 +156,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     log,
     registry,
     routes,
+    authenticate: createAuthenticator(tokens, revocations),
   })
   const port = await server.listen()
   state = 'ready'
@@ -125,6 +169,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       const { unfinished } = await server.drain(config.shutdownTimeoutMs)
       if (unfinished > 0) log.warn({ unfinished }, 'shutdown deadline passed with requests still running')
       await actors.stop().catch((err: unknown) => log.error({ err }, 'actor hand-over failed'))
+      revocations.stop()
       await Promise.allSettled([natsConn.drain(), redis.quit(), sql.end({ timeout: 5 })])
       log.info('node stopped')
     })())

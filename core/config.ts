@@ -66,6 +66,30 @@ export const EnvSchema = z.object({
   ACTOR_IDLE_MS: z.coerce.number().int().min(100).max(86_400_000).default(300_000),
   ACTOR_MAILBOX_CAPACITY: z.coerce.number().int().min(1).max(1_000_000).default(1_000),
   ASK_TIMEOUT_MS: z.coerce.number().int().min(10).max(300_000).default(5_000),
+  PUBLIC_URL: url(/^https?:$/).default('http://localhost:8080'),
+  JWT_ISSUER: z.string().min(1).default('actorbase'),
+  JWT_AUDIENCE: z.string().min(1).default('actorbase'),
+  JWT_PRIVATE_KEY: z.string().min(1).optional(),
+  JWT_PRIVATE_KEY_FILE: z.string().min(1).optional(),
+  JWT_PREVIOUS_PUBLIC_KEYS: z
+    .string()
+    .refine((v) => {
+      try {
+        return Array.isArray(JSON.parse(v))
+      } catch {
+        return false
+      }
+    }, 'must be a JSON array of PEM strings or JWK objects')
+    .optional(),
+  DEV_KEYS_DIR: z.string().min(1).default('.dev-keys'),
+  ACCESS_TOKEN_TTL_S: z.coerce.number().int().min(10).max(86_400).default(900),
+  REFRESH_TOKEN_TTL_DAYS: z.coerce.number().int().min(1).max(365).default(30),
+  REFRESH_REUSE_GRACE_MS: z.coerce.number().int().min(0).max(300_000).default(10_000),
+  PASSWORD_HASH_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+  PASSWORD_HASH_QUEUE: z.coerce.number().int().min(0).max(100_000).default(200),
+  LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).max(10_000).default(10),
+  LOGIN_FAILURE_WINDOW_S: z.coerce.number().int().min(1).max(86_400).default(900),
+  LOGIN_MAX_ATTEMPTS_PER_IP: z.coerce.number().int().min(1).max(1_000_000).default(60),
 })
 
 export interface Config {
@@ -92,6 +116,21 @@ export interface Config {
   actorIdleMs: number
   actorMailboxCapacity: number
   askTimeoutMs: number
+  publicUrl: string
+  jwtIssuer: string
+  jwtAudience: string
+  jwtPrivateKey: string | undefined
+  jwtPrivateKeyFile: string | undefined
+  jwtPreviousPublicKeys: string | undefined
+  devKeysDir: string
+  accessTokenTtlS: number
+  refreshTokenTtlDays: number
+  refreshReuseGraceMs: number
+  passwordHashConcurrency: number
+  passwordHashQueue: number
+  loginMaxFailures: number
+  loginFailureWindowS: number
+  loginMaxAttemptsPerIp: number
 }
 
 export class ConfigError extends Error {
@@ -136,5 +175,20 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     actorIdleMs: e.ACTOR_IDLE_MS,
     actorMailboxCapacity: e.ACTOR_MAILBOX_CAPACITY,
     askTimeoutMs: e.ASK_TIMEOUT_MS,
+    publicUrl: e.PUBLIC_URL.replace(/\/$/, ''),
+    jwtIssuer: e.JWT_ISSUER,
+    jwtAudience: e.JWT_AUDIENCE,
+    jwtPrivateKey: e.JWT_PRIVATE_KEY,
+    jwtPrivateKeyFile: e.JWT_PRIVATE_KEY_FILE,
+    jwtPreviousPublicKeys: e.JWT_PREVIOUS_PUBLIC_KEYS,
+    devKeysDir: e.DEV_KEYS_DIR,
+    accessTokenTtlS: e.ACCESS_TOKEN_TTL_S,
+    refreshTokenTtlDays: e.REFRESH_TOKEN_TTL_DAYS,
+    refreshReuseGraceMs: e.REFRESH_REUSE_GRACE_MS,
+    passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY,
+    passwordHashQueue: e.PASSWORD_HASH_QUEUE,
+    loginMaxFailures: e.LOGIN_MAX_FAILURES,
+    loginFailureWindowS: e.LOGIN_FAILURE_WINDOW_S,
+    loginMaxAttemptsPerIp: e.LOGIN_MAX_ATTEMPTS_PER_IP,
   }
 }

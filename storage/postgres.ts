@@ -3,6 +3,8 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 
 export type Sql = postgres.Sql
 export type TransactionSql = postgres.TransactionSql
+/** What query functions take: the pool or a transaction, so they work inside or outside one. */
+export type Queryable = postgres.ISql
 
 export interface DbMetrics {
   /** Times one named query or transaction; every repository function goes through it. */

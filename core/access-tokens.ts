@@ -1,0 +1,82 @@
+import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload, type JWTVerifyGetKey } from 'jose'
+import { AppError } from './errors.js'
+import { newId } from './ids.js'
+import { signingAlg, type KeySet } from './keys.js'
+
+export interface AccessClaims {
+  sub: string
+  sid: string
+  exp: number
+}
+
+export interface AccessTokens {
+  sign(userId: string, sessionId: string): Promise<{ token: string; expiresIn: number }>
+  /** Verified claims, or 401 `auth.invalid_token`. Verified tokens are cached until they expire. */
+  verify(token: string): Promise<AccessClaims>
+  jwks(): { keys: object[] }
+}
+
+export interface AccessTokenOptions {
+  keys: KeySet
+  issuer: string
+  audience: string
+  ttlSeconds: number
+  /** Verified tokens kept in memory (least recently verified dropped first). */
+  cacheSize?: number
+}
+
+const typ = 'at+jwt'
+
+/**
+ * Short-lived EdDSA access tokens. Verification pins the algorithm, issuer, audience and `typ`, and resolves
+ * keys only by `kid` from our own key set: `alg: none`, HMAC with the public key as secret, unknown keys,
+ * expired or not-yet-valid tokens all fail.
+ */
+export function createAccessTokens(o: AccessTokenOptions): AccessTokens {
+  const byKid = new Map(o.keys.verifying.map((k) => [k.kid, k.key]))
+  const getKey: JWTVerifyGetKey = (header) => {
+    const key = header.kid === undefined ? undefined : byKid.get(header.kid)
+    if (!key) throw new AppError('auth.invalid_token', 'the token was signed by an unknown key')
+    return key
+  }
+  const cache = new Map<string, AccessClaims>()
+  const cacheSize = o.cacheSize ?? 10_000
+
+  return {
+    async sign(userId, sessionId) {
+      const token = await new SignJWT({ sid: sessionId })
+        .setProtectedHeader({ alg: signingAlg, kid: o.keys.signing.kid, typ })
+        .setSubject(userId)
+        .setIssuer(o.issuer)
+        .setAudience(o.audience)
+        .setIssuedAt()
+        .setExpirationTime(`${o.ttlSeconds}s`)
+        .setJti(newId())
+        .sign(o.keys.signing.privateKey)
+      return { token, expiresIn: o.ttlSeconds }
+    },
+    async verify(token) {
+      const cached = cache.get(token)
+      if (cached) {
+        if (cached.exp * 1000 > Date.now()) return cached
+        cache.delete(token)
+      }
+      let payload: JWTPayload
+      try {
+        ;({ payload } = await jwtVerify(token, getKey, { algorithms: [signingAlg], issuer: o.issuer, audience: o.audience, typ, requiredClaims: ['sub', 'sid', 'exp', 'iat', 'jti'] }))
+      } catch (err) {
+        if (err instanceof AppError) throw err
+        const expired = err instanceof joseErrors.JWTExpired
+        throw new AppError('auth.invalid_token', expired ? 'the access token has expired' : 'the access token is not valid', { cause: err })
+      }
+      if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string' || typeof payload.exp !== 'number') {
+        throw new AppError('auth.invalid_token', 'the access token is not valid')
+      }
+      const claims: AccessClaims = { sub: payload.sub, sid: payload.sid, exp: payload.exp }
+      if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!)
+      cache.set(token, claims)
+      return claims
+    },
+    jwks: () => ({ keys: o.keys.verifying.map((k) => k.publicJwk) }),
+  }
+}
