@@ -21,8 +21,9 @@ const incr = `local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('E
 
 /** Counters in Redis, shared by every node. Redis down means 503, not an open door. */
 export function createRateLimiter(redis: Redis): RateLimiter {
-  const refuse = (limit: Limit, count: number, ttl: number) => {
-    if (count <= limit.max) return
+  // `used` is how many the window has seen counting this one (hit) or before it (check).
+  const refuse = (limit: Limit, used: number, ttl: number) => {
+    if (used <= limit.max) return
     const reset = Math.max(1, ttl)
     throw new AppError('rate_limited', `too many attempts; try again in ${reset} s`, {
       headers: {
@@ -48,7 +49,8 @@ export function createRateLimiter(redis: Redis): RateLimiter {
     },
     async check(limit) {
       const [count, ttl] = await guard(() => Promise.all([redis.get(limit.key), redis.ttl(limit.key)]))
-      refuse(limit, Number(count ?? 0), ttl)
+      // The next attempt would be one more than what is counted.
+      refuse(limit, Number(count ?? 0) + 1, ttl)
     },
     async reset(key) {
       await guard(() => redis.del(key))

@@ -1,0 +1,43 @@
+import { randomUUID } from 'node:crypto'
+import type postgres from 'postgres'
+import { expect } from 'vitest'
+
+export interface SignedIn {
+  user: { id: string; email: string; name: string; emailVerified: boolean }
+  accessToken: string
+  refreshToken: string
+  expiresIn: number
+  tokenType: string
+}
+
+export const json = (body: unknown, headers: Record<string, string> = {}) => ({
+  method: 'POST',
+  body: JSON.stringify(body),
+  headers: { 'content-type': 'application/json', ...headers },
+})
+
+export const freshEmail = () => `user-${randomUUID()}@example.com`
+export const password = 'correct horse battery staple'
+
+export async function register(url: string, email = freshEmail(), pw = password): Promise<SignedIn> {
+  const res = await fetch(`${url}/v1/auth/register`, json({ email, password: pw, name: 'Ada Lovelace' }))
+  expect(res.status).toBe(201)
+  return (await res.json()) as SignedIn
+}
+
+export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+
+/** The newest email of a kind sent to an address, read from the development mailbox. */
+export async function lastEmail(sql: postgres.Sql, to: string, kind: string): Promise<{ token: string; body: string } | undefined> {
+  const [row] = await sql<{ data: { token: string }; body: string }[]>`
+    select data, body from dev_mailbox where recipient = ${to} and kind = ${kind} order by sent_at desc limit 1`
+  return row ? { token: row.data.token, body: row.body } : undefined
+}
+
+export async function problem(res: Response, status: number, code: string): Promise<Record<string, unknown>> {
+  expect(res.status).toBe(status)
+  expect(res.headers.get('content-type')).toBe('application/problem+json')
+  const body = (await res.json()) as Record<string, unknown>
+  expect(body.code).toBe(code)
+  return body
+}
