@@ -63,7 +63,17 @@ export function createAccessTokens(o: AccessTokenOptions): AccessTokens {
       }
       let payload: JWTPayload
       try {
-        ;({ payload } = await jwtVerify(token, getKey, { algorithms: [signingAlg], issuer: o.issuer, audience: o.audience, typ, requiredClaims: ['sub', 'sid', 'exp', 'iat', 'jti'] }))
+        ;({ payload } = await jwtVerify(token, getKey, {
+          algorithms: [signingAlg],
+          issuer: o.issuer,
+          audience: o.audience,
+          typ,
+          requiredClaims: ['sub', 'sid', 'exp', 'iat', 'jti'],
+          // No token lives longer than we issue them for, whatever its `exp` says: contains a leaked key or a
+          // faulty signer. The tolerance absorbs clock skew between nodes.
+          maxTokenAge: o.ttlSeconds + 60,
+          clockTolerance: 30,
+        }))
       } catch (err) {
         if (err instanceof AppError) throw err
         const expired = err instanceof joseErrors.JWTExpired
@@ -71,6 +81,10 @@ export function createAccessTokens(o: AccessTokenOptions): AccessTokens {
       }
       if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string' || typeof payload.exp !== 'number') {
         throw new AppError('auth.invalid_token', 'the access token is not valid')
+      }
+      // maxTokenAge bounds the age since `iat`; this bounds the lifetime the token claims for itself.
+      if (typeof payload.iat !== 'number' || payload.exp - payload.iat > o.ttlSeconds + 60) {
+        throw new AppError('auth.invalid_token', 'the access token claims a longer lifetime than tokens are issued for')
       }
       const claims: AccessClaims = { sub: payload.sub, sid: payload.sid, exp: payload.exp }
       if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!)

@@ -59,7 +59,14 @@ async function importPublics(text: string): Promise<VerifyKey[]> {
   const entries = JSON.parse(text) as (string | JWK)[]
   return Promise.all(
     entries.map(async (entry) => {
-      const key = typeof entry === 'string' ? await importSPKI(entry, signingAlg, { extractable: true }) : ((await importJWK(entry, signingAlg, { extractable: true })) as CryptoKey)
+      if (typeof entry !== 'string' && 'd' in entry) {
+        // A private JWK would import as a key jose refuses to verify with: every token of that kid would fail.
+        throw new Error('JWT_PREVIOUS_PUBLIC_KEYS must hold public keys only (a JWK there has a private part `d`)')
+      }
+      const key =
+        typeof entry === 'string'
+          ? await importSPKI(entry, signingAlg, { extractable: true })
+          : ((await importJWK({ kty: entry.kty, crv: entry.crv, x: entry.x }, signingAlg, { extractable: true })) as CryptoKey)
       const jwk = await exportJWK(key)
       const publicJwk: JWK = { kty: jwk.kty, crv: jwk.crv, x: jwk.x }
       const kid = thumbprintKid(publicJwk)

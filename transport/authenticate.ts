@@ -13,10 +13,10 @@ const challenge = { 'www-authenticate': 'Bearer' }
 export function createAuthenticator(tokens: AccessTokens, revocations: SessionRevocations): (authorization: string | undefined) => Promise<Principal> {
   return async (authorization) => {
     if (!authorization) throw new AppError('auth.unauthenticated', 'this endpoint needs `Authorization: Bearer <access token>`', { headers: challenge })
-    const [scheme, token] = authorization.split(' ', 2)
-    if (scheme?.toLowerCase() !== 'bearer' || !token) {
-      throw new AppError('auth.unauthenticated', 'the authorization header must be `Bearer <access token>`', { headers: challenge })
-    }
+    // The whole header must be the scheme and one token: nothing may trail it unnoticed.
+    const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(authorization)
+    if (!match) throw new AppError('auth.unauthenticated', 'the authorization header must be `Bearer <access token>`', { headers: challenge })
+    const token = match[1]!
     let claims
     try {
       claims = await tokens.verify(token)
