@@ -325,6 +325,24 @@ start_nats() {
   state[nats]="up (started)"
 }
 
+# ---------------------------------------------------------------- the app's database
+
+# `npm start` uses postgres://postgres@127.0.0.1:5432/app by default; make it exist so the README's quick start
+# works on a fresh machine. Leaves an existing database alone.
+APP_DATABASE="${APP_DATABASE:-app}"
+ensure_app_database() {
+  local exists
+  exists=$(psql -h "$HOST" -p "$PGPORT" -U postgres -d postgres -Atc "select 1 from pg_database where datname = '$APP_DATABASE'" 2>/dev/null) ||
+    die "postgres: cannot query databases as user postgres on $HOST:$PGPORT"
+  if [[ "$exists" == "1" ]]; then
+    state[database]="exists"
+  else
+    psql -h "$HOST" -p "$PGPORT" -U postgres -d postgres -qc "create database \"$APP_DATABASE\"" >/dev/null ||
+      die "postgres: could not create database $APP_DATABASE"
+    state[database]="created"
+  fi
+}
+
 # ---------------------------------------------------------------- wrk
 
 ensure_wrk() {
@@ -342,12 +360,14 @@ ensure_wrk() {
 start_postgres
 start_redis
 start_nats
+ensure_app_database
 if [[ $bench -eq 1 ]]; then ensure_wrk; fi
 
 echo
 printf '%-9s %-22s %s\n' postgres "$HOST:$PGPORT" "${state[postgres]}"
 printf '%-9s %-22s %s\n' redis "$HOST:$REDIS_PORT" "${state[redis]}"
 printf '%-9s %-22s %s\n' nats "$HOST:$NATS_PORT" "${state[nats]}"
+printf '%-9s %-22s %s\n' database "$APP_DATABASE" "${state[database]}"
 if [[ $bench -eq 1 ]]; then
   printf '%-9s %-22s %s\n' wrk "$(command -v wrk)" "${state[wrk]}"
 fi
