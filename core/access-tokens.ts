@@ -13,6 +13,8 @@ export interface AccessTokens {
   sign(userId: string, sessionId: string): Promise<{ token: string; expiresIn: number }>
   /** Verified claims, or 401 `auth.invalid_token`. Verified tokens are cached until they expire. */
   verify(token: string): Promise<AccessClaims>
+  /** The claims of a token verified before and not yet expired, without a Promise; undefined otherwise. */
+  cached(token: string): AccessClaims | undefined
   jwks(): { keys: object[] }
 }
 
@@ -55,12 +57,16 @@ export function createAccessTokens(o: AccessTokenOptions): AccessTokens {
         .sign(o.keys.signing.privateKey)
       return { token, expiresIn: o.ttlSeconds }
     },
+    cached(token) {
+      const claims = cache.get(token)
+      if (!claims) return undefined
+      if (claims.exp * 1000 > Date.now()) return claims
+      cache.delete(token)
+      return undefined
+    },
     async verify(token) {
-      const cached = cache.get(token)
-      if (cached) {
-        if (cached.exp * 1000 > Date.now()) return cached
-        cache.delete(token)
-      }
+      const cached = this.cached(token)
+      if (cached) return cached
       let payload: JWTPayload
       try {
         ;({ payload } = await jwtVerify(token, getKey, {

@@ -1,5 +1,5 @@
 import type { SessionRevocations } from '../actors/session-revocations.js'
-import type { AccessTokens } from '../core/access-tokens.js'
+import type { AccessClaims, AccessTokens } from '../core/access-tokens.js'
 import { AppError } from '../core/errors.js'
 import type { Principal } from '../core/principal.js'
 
@@ -10,21 +10,23 @@ const challenge = { 'www-authenticate': 'Bearer' }
  * AccessTokens; the revocation check is an in-memory lookup, so a revoked session fails on every node as soon
  * as the broadcast arrives.
  */
-export function createAuthenticator(tokens: AccessTokens, revocations: SessionRevocations): (authorization: string | undefined) => Promise<Principal> {
-  return async (authorization) => {
+export function createAuthenticator(tokens: AccessTokens, revocations: SessionRevocations): (authorization: string | undefined) => Principal | Promise<Principal> {
+  const principal = (claims: AccessClaims): Principal => {
+    if (revocations.isRevoked(claims.sid)) throw new AppError('auth.session_revoked', 'this session was revoked; sign in again', { headers: challenge })
+    return { type: 'user', userId: claims.sub, sessionId: claims.sid }
+  }
+  return (authorization) => {
     if (!authorization) throw new AppError('auth.unauthenticated', 'this endpoint needs `Authorization: Bearer <access token>`', { headers: challenge })
     // The whole header must be the scheme and one token: nothing may trail it unnoticed.
     const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(authorization)
     if (!match) throw new AppError('auth.unauthenticated', 'the authorization header must be `Bearer <access token>`', { headers: challenge })
     const token = match[1]!
-    let claims
-    try {
-      claims = await tokens.verify(token)
-    } catch (err) {
+    // A token seen before answers without a Promise: the common case costs a map lookup.
+    const cached = tokens.cached(token)
+    if (cached) return principal(cached)
+    return tokens.verify(token).then(principal, (err: unknown) => {
       if (err instanceof AppError) throw new AppError(err.code, err.message, { cause: err, headers: { 'www-authenticate': 'Bearer error="invalid_token"' } })
       throw err
-    }
-    if (revocations.isRevoked(claims.sid)) throw new AppError('auth.session_revoked', 'this session was revoked; sign in again', { headers: challenge })
-    return { type: 'user', userId: claims.sub, sessionId: claims.sid }
+    })
   }
 }

@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto'
+import { tmpdir } from 'node:os'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
 export interface WrkOptions {
@@ -9,6 +11,10 @@ export interface WrkOptions {
   durationSec: number
   /** wrk's per-request timeout; a request slower than this counts as a timeout error. */
   timeoutSec?: number
+  /** Request headers (`-H`), e.g. an Authorization header. */
+  headers?: Record<string, string>
+  /** A POST with this JSON body instead of a GET (through a generated wrk Lua script). */
+  postJson?: string
 }
 
 export interface WrkResult {
@@ -39,6 +45,8 @@ export function runWrk(options: WrkOptions): Promise<WrkResult> {
     `--timeout`,
     `${options.timeoutSec ?? 5}s`,
     '--latency',
+    ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ['-H', `${name}: ${value}`]),
+    ...(options.postJson === undefined ? [] : ['-s', postScript(options.postJson)]),
     options.url,
   ]
   return new Promise((resolve, reject) => {
@@ -137,4 +145,12 @@ export function ensureWrk(log: (line: string) => void): void {
       (attempts.length ? ` (${attempts.join('; ')})` : '') +
       `: install it (Debian/Ubuntu: apt-get install wrk; macOS: brew install wrk) and run again`,
   )
+}
+
+/** A wrk Lua script that POSTs a JSON body; written once per distinct body into the temp directory. */
+function postScript(body: string): string {
+  const file = join(tmpdir(), `wrk-post-${createHash('sha256').update(body).digest('hex').slice(0, 16)}.lua`)
+  const lua = `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\nwrk.headers["Content-Type"] = "application/json"\n`
+  writeFileSync(file, lua)
+  return file
 }
