@@ -27,6 +27,9 @@ export class Activation {
   private running = false
   private closed = false
   lastActive = Date.now()
+  private readonly ok: ReturnType<ActorMetrics['handled']['labels']>
+  private readonly failed: ReturnType<ActorMetrics['handled']['labels']>
+  private readonly seconds: ReturnType<ActorMetrics['handlerSeconds']['labels']>
 
   constructor(
     readonly kind: ActorKind<unknown>,
@@ -37,7 +40,12 @@ export class Activation {
     private readonly metrics: ActorMetrics,
     /** Whether this node still holds the partition's lease: checked before every message, not only on arrival. */
     private readonly owns: () => boolean,
-  ) {}
+  ) {
+    // Labelled children once per activation: labels() builds and hashes a label object on every call.
+    this.ok = metrics.handled.labels(kind.name, 'ok')
+    this.failed = metrics.handled.labels(kind.name, 'error')
+    this.seconds = metrics.handlerSeconds.labels(kind.name)
+  }
 
   get depth(): number {
     return this.queue.length - this.head
@@ -156,8 +164,8 @@ export class Activation {
       const result = this.kind.handle(this.state as Readonly<unknown>, envelope.command, ctx)
       outcome = result instanceof Promise ? await result : result
     } catch (err) {
-      this.metrics.handled.labels(this.kind.name, 'error').inc()
-      this.metrics.handlerSeconds.labels(this.kind.name).observe((performance.now() - started) / 1000)
+      this.failed.inc()
+      this.seconds.observe((performance.now() - started) / 1000)
       if (err instanceof FencingError) {
         // Another activation wrote a newer version: everything this one holds is stale.
         this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'fencing: stale activation refused a write')
@@ -175,8 +183,8 @@ export class Activation {
       return
     }
     if (outcome.state !== undefined) this.state = outcome.state
-    this.metrics.handled.labels(this.kind.name, 'ok').inc()
-    this.metrics.handlerSeconds.labels(this.kind.name).observe((performance.now() - started) / 1000)
+    this.ok.inc()
+    this.seconds.observe((performance.now() - started) / 1000)
     envelope.resolve(outcome.reply)
   }
 }

@@ -1,4 +1,4 @@
-import { errors as natsErrors, type NatsConnection, type Subscription } from '@nats-io/transport-node'
+import { errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { Kvm } from '@nats-io/kv'
 import { AppError } from '../core/errors.js'
 import { withTimeout } from '../storage/postgres.js'
@@ -92,32 +92,13 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
       o.nc.subscribe(`${o.names.namespace}.act.${partition}.>`, {
         callback: (err, msg) => {
           if (err || !leases?.owns(partition)) return
-          const respond = (data: () => Uint8Array) => {
-            try {
-              msg.respond(data())
-            } catch (e) {
-              // An unencodable reply (a symbol, a cycle) still answers; a closed connection cannot.
-              try {
-                msg.respond(encodeFailure(new AppError('internal', 'the actor reply could not be encoded', { cause: e })))
-              } catch {
-                o.log.warn({ err: e, partition }, 'actor reply not sent')
-              }
-            }
-          }
           let call: ReturnType<typeof decodeCall>
           try {
             call = decodeCall(msg.data, msg.headers)
           } catch (e) {
-            return respond(() => encodeFailure(new AppError('bad_request', 'undecodable actor message', { cause: e })))
+            return respondSafely(msg, () => encodeFailure(new AppError('bad_request', 'undecodable actor message', { cause: e })), o.log, partition)
           }
-          host.deliver(call.kind, call.id, partition, {
-            command: call.command,
-            principal: call.principal,
-            requestId: call.requestId,
-            deadline: call.deadline,
-            resolve: (value) => respond(() => encodeReply(value)),
-            reject: (e) => respond(() => encodeFailure(e)),
-          })
+          host.deliver(call.kind, call.id, partition, new RemoteEnvelope(call, msg, o.log, partition))
         },
       }),
     )
@@ -132,24 +113,9 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
   }
 
   function local<R>(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): Promise<R> {
-    return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(() => reject(timeoutError(kind, id)), deadline - Date.now())
-      const envelope: Envelope = {
-        command,
-        principal,
-        requestId,
-        deadline,
-        resolve: (value) => {
-          clearTimeout(timer)
-          resolve(value as R)
-        },
-        reject: (err) => {
-          clearTimeout(timer)
-          reject(err)
-        },
-      }
-      host.deliver(kind, id, partition, envelope)
-    })
+    const envelope = new LocalEnvelope(kind, id, command, principal, requestId, deadline)
+    host.deliver(kind, id, partition, envelope)
+    return envelope.promise as Promise<R>
   }
 
   async function remote<R>(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): Promise<R> {
@@ -241,6 +207,77 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
     ownedPartitions: () => leases?.owned() ?? [],
     partitionOf: (kind, id) => partitionOf(kind, id, o.partitions),
     isActive: (kind, id) => host.isActive(kind, id),
+  }
+}
+
+/** Answers a request; an unencodable reply (a symbol, a cycle) still answers, a closed connection cannot. */
+function respondSafely(msg: Msg, data: () => Uint8Array, log: Logger, partition: number): void {
+  try {
+    msg.respond(data())
+  } catch (e) {
+    try {
+      msg.respond(encodeFailure(new AppError('internal', 'the actor reply could not be encoded', { cause: e })))
+    } catch {
+      log.warn({ err: e, partition }, 'actor reply not sent')
+    }
+  }
+}
+
+// Envelopes are classes rather than object literals with closures: two or three closures per message were a
+// measurable share of a local ask.
+
+/** A message from another node: the reply goes back over NATS. */
+class RemoteEnvelope implements Envelope {
+  readonly command: Command
+  readonly principal: Principal
+  readonly requestId: string
+  readonly deadline: number
+  constructor(
+    call: ReturnType<typeof decodeCall>,
+    private readonly msg: Msg,
+    private readonly log: Logger,
+    private readonly partition: number,
+  ) {
+    this.command = call.command
+    this.principal = call.principal
+    this.requestId = call.requestId
+    this.deadline = call.deadline
+  }
+  resolve(value: unknown): void {
+    respondSafely(this.msg, () => encodeReply(value), this.log, this.partition)
+  }
+  reject(err: unknown): void {
+    respondSafely(this.msg, () => encodeFailure(err), this.log, this.partition)
+  }
+}
+
+/** A message from this process: settles the caller's promise directly, or times it out at its deadline. */
+class LocalEnvelope implements Envelope {
+  readonly promise: Promise<unknown>
+  private settle!: (value: unknown) => void
+  private fail!: (err: unknown) => void
+  private readonly timer: NodeJS.Timeout
+  constructor(
+    private readonly kind: string,
+    private readonly id: string,
+    readonly command: Command,
+    readonly principal: Principal,
+    readonly requestId: string,
+    readonly deadline: number,
+  ) {
+    this.promise = new Promise((resolve, reject) => {
+      this.settle = resolve
+      this.fail = reject
+    })
+    this.timer = setTimeout(() => this.fail(timeoutError(this.kind, this.id)), deadline - Date.now())
+  }
+  resolve(value: unknown): void {
+    clearTimeout(this.timer)
+    this.settle(value)
+  }
+  reject(err: unknown): void {
+    clearTimeout(this.timer)
+    this.fail(err)
   }
 }
 

@@ -22,6 +22,9 @@ export async function connectNats(options: NatsOptions, log: Logger): Promise<Na
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
     pingInterval: 10_000,
+    // Request errors are rethrown as our own (timeout, moved, unavailable): nats.js's async stack traces
+    // (Error objects captured on every request) would only cost CPU.
+    noAsyncTraces: true,
   })
   void (async () => {
     for await (const status of nc.status()) {

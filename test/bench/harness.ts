@@ -98,7 +98,10 @@ export interface StartServerOptions {
   script: string
   args?: string[]
   env?: Record<string, string>
-  /** Returns the listening port when a stdout line announces it, else undefined. */
+  /**
+   * Returns the listening port when a stdout line announces readiness, else undefined. A process without a
+   * port (a NATS responder) returns 0 from its ready line.
+   */
   portFrom(line: string): number | undefined
   startTimeoutMs?: number
 }
@@ -139,6 +142,7 @@ export function startServer(options: StartServerOptions): Promise<ServerProcess>
   createInterface({ input: child.stderr! }).on('line', remember)
   const stdout = createInterface({ input: child.stdout! })
 
+  let started = false
   return new Promise<ServerProcess>((resolve, reject) => {
     const timeoutMs = options.startTimeoutMs ?? 60_000
     const fail = (why: string) => {
@@ -148,9 +152,10 @@ export function startServer(options: StartServerOptions): Promise<ServerProcess>
     const timer = setTimeout(() => fail(`did not report a port within ${timeoutMs} ms`), timeoutMs)
     stdout.on('line', (line) => {
       remember(line)
-      if (server.port !== 0) return
+      if (started) return
       const port = options.portFrom(line)
       if (port === undefined) return
+      started = true
       clearTimeout(timer)
       server.port = port
       server.url = `http://127.0.0.1:${port}`
@@ -158,7 +163,7 @@ export function startServer(options: StartServerOptions): Promise<ServerProcess>
     })
     child.once('error', (err) => fail(`could not start: ${err.message}`))
     child.once('exit', (code, signal) => {
-      if (server.port === 0) fail(`exited (${signal ?? `code ${code}`}) before listening`)
+      if (!started) fail(`exited (${signal ?? `code ${code}`}) before listening`)
     })
   })
 }

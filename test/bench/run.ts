@@ -13,10 +13,12 @@
  */
 import { cpus } from 'node:os'
 import { machineBusy, readSettings, round, stopAll, type ResultRow, type Scenario, type ScenarioResult } from './harness.js'
+import actorAsk from './actor-ask.js'
 import httpHealth from './http-health.js'
+import identity from './identity.js'
 import { ensureWrk, killWrk } from './wrk.js'
 
-const scenarios: Scenario[] = [httpHealth]
+const scenarios: Scenario[] = [httpHealth, actorAsk, identity]
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 
@@ -74,8 +76,8 @@ function table(done: readonly { scenario: Scenario; result: ScenarioResult }[]):
         i === 0 ? scenario.name : '',
         r.label,
         Math.round(r.requestsPerSec).toLocaleString('en-US'),
-        String(round(r.latencyP50Ms)),
-        String(round(r.latencyP99Ms)),
+        Number.isFinite(r.latencyP50Ms) ? String(round(r.latencyP50Ms)) : '',
+        Number.isFinite(r.latencyP99Ms) ? String(round(r.latencyP99Ms)) : '',
         String(r.errors),
         r.serverCpuUsPerReq === undefined ? '' : r.serverCpuUsPerReq.toFixed(1),
         r.note ?? '',
@@ -92,12 +94,17 @@ function table(done: readonly { scenario: Scenario; result: ScenarioResult }[]):
 // On a signal, wrk and the servers are stopped so the running scenario fails at once and its own
 // cleanup (database, streams, keys) still runs; a second signal or 30 s later the harness just exits.
 let interrupted = false
+let interruptedAt = 0
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     if (interrupted) {
+      // Under `npm run bench` one Ctrl-C arrives twice (from the terminal and relayed by the tsx CLI): only a
+      // later signal means "exit now, skip the cleanup".
+      if (Date.now() - interruptedAt < 1_000) return
       process.exit(130)
     }
     interrupted = true
+    interruptedAt = Date.now()
     log(`${signal}: stopping wrk and servers, then cleaning up`)
     killWrk()
     void stopAll()
