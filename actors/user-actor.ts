@@ -37,6 +37,8 @@ interface Replay {
 
 interface UserState {
   user: User | undefined
+  /** The public view of `user`, built once per change: `user.get` is the hot read. */
+  view: PublicUser | undefined
   /** Recent rotations by old token hash (hex): a retry within the grace window gets the same new token. */
   replays: ReadonlyMap<string, Replay>
 }
@@ -86,7 +88,8 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
   return defineKind<UserState>({
     name: 'user',
     async load(id) {
-      return { user: await findUser(d.sql, id), replays: new Map() }
+      const user = await findUser(d.sql, id)
+      return { user, view: user && publicUser(user), replays: new Map() }
     },
     async handle(state, command, ctx) {
       const userId = ctx.id
@@ -103,17 +106,20 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
             return { user, refreshToken: await issue(tx, sessionId), verifyToken: await oneTime(tx, userId, 'email_verify', 24 * 60) }
           })
           await verifyEmail(user, verifyToken).catch((err: unknown) => ctx.log.error({ err, userId }, 'verification email not sent'))
-          return { state: { ...state, user }, reply: { user: publicUser(user), sessionId, refreshToken } }
+          const view = publicUser(user)
+          return { state: { ...state, user, view }, reply: { user: view, sessionId, refreshToken } }
         }
         case 'user.get':
-          return { reply: publicUser(existing()) }
+          existing()
+          return { reply: state.view }
         case 'user.update': {
           const user = existing()
           const c = command as Command & { name?: string; ifMatch?: number }
           if (c.ifMatch !== undefined && c.ifMatch !== user.version) throw new AppError('conflict', `version ${c.ifMatch} is stale; the current version is ${user.version}`)
           const updated = await updateUser(d.sql, userId, user.version, { ...(c.name !== undefined ? { name: c.name } : {}) })
           expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
-          return { state: { ...state, user: updated }, reply: publicUser(updated!) }
+          const view = publicUser(updated!)
+          return { state: { ...state, user: updated, view }, reply: view }
         }
         case 'session.create': {
           existing()
@@ -165,10 +171,11 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
         case 'email.verify': {
           const user = existing()
           if (!(await consumeOneTimeToken(d.sql, String(command.tokenId)))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
-          if (user.emailVerifiedAt) return { reply: publicUser(user) }
+          if (user.emailVerifiedAt) return { reply: state.view }
           const updated = await updateUser(d.sql, userId, user.version, { emailVerifiedAt: new Date() })
           expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
-          return { state: { ...state, user: updated }, reply: publicUser(updated!) }
+          const view = publicUser(updated!)
+          return { state: { ...state, user: updated, view }, reply: view }
         }
         case 'password.forgot': {
           const user = existing()

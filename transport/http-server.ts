@@ -220,20 +220,6 @@ function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: s
     ex.inline = false
     body = readBody(res, shared.options.bodyLimitBytes)
   }
-  const proceed = () => {
-    if (!body) return run(shared, ex, route, ctx)
-    body.then(
-      (buffer) => {
-        try {
-          ctx.body = parse(route.body!, parseJson(buffer), '')
-        } catch (err) {
-          return finish(shared, ex, undefined, err)
-        }
-        run(shared, ex, route, ctx)
-      },
-      (err: unknown) => finish(shared, ex, undefined, err),
-    )
-  }
   if (route.auth) {
     let principal: Principal | Promise<Principal>
     try {
@@ -248,7 +234,7 @@ function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: s
       principal.then(
         (p) => {
           ctx.principal = p
-          proceed()
+          proceed(shared, ex, route, ctx, body)
         },
         (err: unknown) => {
           body?.catch(() => undefined)
@@ -259,7 +245,23 @@ function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: s
     }
     ctx.principal = principal
   }
-  proceed()
+  proceed(shared, ex, route, ctx, body)
+}
+
+/** Parses the body once it has arrived (if the route takes one), then runs the handler. */
+function proceed(shared: Shared, ex: Exchange, route: Route, ctx: RequestContext, body: Promise<Buffer> | undefined): void {
+  if (!body) return run(shared, ex, route, ctx)
+  body.then(
+    (buffer) => {
+      try {
+        ctx.body = parse(route.body!, parseJson(buffer), '')
+      } catch (err) {
+        return finish(shared, ex, undefined, err)
+      }
+      run(shared, ex, route, ctx)
+    },
+    (err: unknown) => finish(shared, ex, undefined, err),
+  )
 }
 
 function run(shared: Shared, ex: Exchange, route: Route, ctx: RequestContext): void {
@@ -348,24 +350,34 @@ function finish(shared: Shared, ex: Exchange, reply: Reply | undefined, err: unk
   const { res } = ex
   // Keep-alive connections are let go while draining so clients reconnect to another node.
   const close = shared.state.draining || status === 413
-  const write = () => {
-    res.writeStatus(statusLine(status))
-    const json = contentType === 'application/json' && status !== 204 && status !== 304
-    res.writeHeader(json ? shared.securityJson : shared.security, ex.requestId)
-    const cors = shared.cors.responseHeaders(ex.origin)
-    if (cors) for (const [name, value] of cors) res.writeHeader(name, value)
-    if (extra) for (const name in extra) res.writeHeader(name, extra[name]!)
-    // No endWithoutBody: in this uWS build it leaves the connection waiting for body bytes, which kills
-    // keep-alive. HEAD answers therefore say `content-length: 0` instead of the GET body's length.
-    if (status === 204 || status === 304) return res.end(undefined, close)
-    if (!json) res.writeHeader('content-type', contentType)
-    res.end(ex.head ? undefined : payload, close)
-  }
-  if (ex.inline) write()
-  else res.cork(write)
+  if (ex.inline) writeResponse(shared, ex, status, contentType, payload, extra, close)
+  else res.cork(() => writeResponse(shared, ex, status, contentType, payload, extra, close))
   ex.aborted = true
   settle(shared)
   ex.series.record(status, (performance.now() - ex.started) / 1000)
+}
+
+function writeResponse(
+  shared: Shared,
+  ex: Exchange,
+  status: number,
+  contentType: string,
+  payload: string | Uint8Array,
+  extra: Record<string, string> | undefined,
+  close: boolean,
+): void {
+  const { res } = ex
+  res.writeStatus(statusLine(status))
+  const json = contentType === 'application/json' && status !== 204 && status !== 304
+  res.writeHeader(json ? shared.securityJson : shared.security, ex.requestId)
+  const cors = shared.cors.responseHeaders(ex.origin)
+  if (cors) for (const [name, value] of cors) res.writeHeader(name, value)
+  if (extra) for (const name in extra) res.writeHeader(name, extra[name]!)
+  // No endWithoutBody: in this uWS build it leaves the connection waiting for body bytes, which kills
+  // keep-alive. HEAD answers therefore say `content-length: 0` instead of the GET body's length.
+  if (status === 204 || status === 304) return void res.end(undefined, close)
+  if (!json) res.writeHeader('content-type', contentType)
+  res.end(ex.head ? undefined : payload, close)
 }
 
 function answerOptions(shared: Shared, series: RouteSeries, res: HttpResponse, req: HttpRequest, path: string, allowed: string[]): void {
