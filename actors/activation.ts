@@ -126,7 +126,8 @@ export class Activation {
           envelope.reject(new AppError('timeout', `${this.kind.name}/${this.id} did not get to the message before its deadline`))
           continue
         }
-        await this.run(envelope)
+        const running = this.run(envelope)
+        if (running) await running
       }
     } finally {
       this.running = false
@@ -149,7 +150,8 @@ export class Activation {
     }
   }
 
-  private async run(envelope: Envelope): Promise<void> {
+  /** Runs one message; returns a Promise only when the handler did, so in-memory reads need no microtask. */
+  private run(envelope: Envelope): Promise<void> | undefined {
     const started = performance.now()
     const ctx: MessageContext = {
       kind: this.kind.name,
@@ -159,29 +161,43 @@ export class Activation {
       deadline: envelope.deadline,
       log: this.log,
     }
-    let outcome: Outcome<unknown>
+    let result: Outcome<unknown> | Promise<Outcome<unknown>>
     try {
-      const result = this.kind.handle(this.state as Readonly<unknown>, envelope.command, ctx)
-      outcome = result instanceof Promise ? await result : result
+      result = this.kind.handle(this.state as Readonly<unknown>, envelope.command, ctx)
     } catch (err) {
-      this.failed.inc()
-      this.seconds.observe((performance.now() - started) / 1000)
-      if (err instanceof FencingError) {
-        // Another activation wrote a newer version: everything this one holds is stale.
-        this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'fencing: stale activation refused a write')
-        this.metrics.fencingConflicts.labels(this.kind.name).inc()
-        this.state = unloaded
-      } else if (!(err instanceof AppError)) {
-        // An unexpected failure may have left storage and memory out of step: reload before the next message.
-        this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'actor handler failed')
-        this.state = unloaded
-        // Local and remote callers see the same thing: `internal`, with nothing of the cause.
-        envelope.reject(internalError(err))
-        return
-      }
-      envelope.reject(err)
+      this.fail(envelope, err, started)
+      return undefined
+    }
+    if (result instanceof Promise) {
+      return result.then(
+        (outcome) => this.succeed(envelope, outcome, started),
+        (err: unknown) => this.fail(envelope, err, started),
+      )
+    }
+    this.succeed(envelope, result, started)
+    return undefined
+  }
+
+  private fail(envelope: Envelope, err: unknown, started: number): void {
+    this.failed.inc()
+    this.seconds.observe((performance.now() - started) / 1000)
+    if (err instanceof FencingError) {
+      // Another activation wrote a newer version: everything this one holds is stale.
+      this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'fencing: stale activation refused a write')
+      this.metrics.fencingConflicts.labels(this.kind.name).inc()
+      this.state = unloaded
+    } else if (!(err instanceof AppError)) {
+      // An unexpected failure may have left storage and memory out of step: reload before the next message.
+      this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'actor handler failed')
+      this.state = unloaded
+      // Local and remote callers see the same thing: `internal`, with nothing of the cause.
+      envelope.reject(internalError(err))
       return
     }
+    envelope.reject(err)
+  }
+
+  private succeed(envelope: Envelope, outcome: Outcome<unknown>, started: number): void {
     if (outcome.state !== undefined) this.state = outcome.state
     this.ok.inc()
     this.seconds.observe((performance.now() - started) / 1000)

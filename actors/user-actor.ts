@@ -16,7 +16,7 @@ import {
 } from '../storage/sessions.js'
 import { findUser, insertUser, setPasswordHash, updateUser, type User } from '../storage/users.js'
 import { expectFenced } from './errors.js'
-import { defineKind, type ActorKind, type Command } from './kind.js'
+import { defineKind, type ActorKind, type Command, type MessageContext, type Outcome } from './kind.js'
 import type { SessionRevocations } from './session-revocations.js'
 
 export interface UserActorDeps {
@@ -91,120 +91,129 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
       const user = await findUser(d.sql, id)
       return { user, view: user && publicUser(user), replays: new Map() }
     },
-    async handle(state, command, ctx) {
-      const userId = ctx.id
-      const existing = () => state.user ?? (() => { throw notFound('user') })()
-      switch (command.type) {
-        case 'user.register': {
-          if (state.user) throw new AppError('conflict', 'this user already exists')
-          const c = command as Command & { email: string; name: string; hash: string; userAgent: string | null; ip: string | null }
-          const sessionId = newId()
-          const { user, refreshToken, verifyToken } = await d.sql.begin(async (tx) => {
-            const user = await insertUser(tx, { id: userId, email: c.email, name: c.name, hash: c.hash })
-            if (!user) throw new AppError('auth.email_taken', 'an account with this email already exists')
-            await insertSession(tx, { id: sessionId, userId, userAgent: c.userAgent, ip: c.ip })
-            return { user, refreshToken: await issue(tx, sessionId), verifyToken: await oneTime(tx, userId, 'email_verify', 24 * 60) }
-          })
-          await verifyEmail(user, verifyToken).catch((err: unknown) => ctx.log.error({ err, userId }, 'verification email not sent'))
-          const view = publicUser(user)
-          return { state: { ...state, user, view }, reply: { user: view, sessionId, refreshToken } }
-        }
-        case 'user.get':
-          existing()
-          return { reply: state.view }
-        case 'user.update': {
-          const user = existing()
-          const c = command as Command & { name?: string; ifMatch?: number }
-          if (c.ifMatch !== undefined && c.ifMatch !== user.version) throw new AppError('conflict', `version ${c.ifMatch} is stale; the current version is ${user.version}`)
-          const updated = await updateUser(d.sql, userId, user.version, { ...(c.name !== undefined ? { name: c.name } : {}) })
-          expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
-          const view = publicUser(updated!)
-          return { state: { ...state, user: updated, view }, reply: view }
-        }
-        case 'session.create': {
-          existing()
-          const c = command as Command & { userAgent: string | null; ip: string | null; rehash?: string }
-          const sessionId = newId()
-          const refreshToken = await d.sql.begin(async (tx) => {
-            await insertSession(tx, { id: sessionId, userId, userAgent: c.userAgent, ip: c.ip })
-            if (c.rehash) await setPasswordHash(tx, userId, c.rehash)
-            return issue(tx, sessionId)
-          })
-          return { reply: { sessionId, refreshToken } satisfies IssuedSession }
-        }
-        case 'session.refresh': {
-          existing()
-          const key = String(command.tokenHash)
-          const now = Date.now()
-          const replay = state.replays.get(key)
-          if (replay && now - replay.at <= d.refreshGraceMs) return { reply: replay.reply }
-          const row = await findRefreshToken(d.sql, Buffer.from(key, 'hex'))
-          if (!row || row.userId !== userId || row.expiresAt.getTime() <= now) throw new AppError('auth.refresh_invalid', 'the refresh token is not valid')
-          if (row.sessionRevokedAt) throw new AppError('auth.session_revoked', 'this session was revoked; sign in again')
-          const rotated = row.rotatedAt === null && (await d.sql.begin(async (tx) => {
-            if (!(await rotateRefreshToken(tx, row.id))) return undefined
-            await touchSession(tx, row.sessionId)
-            return issue(tx, row.sessionId)
-          }))
-          if (!rotated) {
-            // RFC 9700 reuse detection: a rotated token came back after its grace window, so one of its holders
-            // is not the legitimate client. The whole session dies.
-            const ids = await revokeSessions(d.sql, userId, 'refresh_reused', row.sessionId)
-            await d.revocations.revoke(ids)
-            ctx.log.warn({ userId, sessionId: row.sessionId, requestId: ctx.requestId }, 'refresh token reused: session revoked')
-            throw new AppError('auth.refresh_reused', 'this refresh token was already used; the session has been revoked')
-          }
-          const reply: IssuedSession = { sessionId: row.sessionId, refreshToken: rotated }
-          const replays = new Map([...state.replays].filter(([, r]) => now - r.at <= d.refreshGraceMs))
-          if (d.refreshGraceMs > 0) replays.set(key, { at: now, reply })
-          return { state: { ...state, replays }, reply }
-        }
-        case 'session.revoke': {
-          const c = command as Command & { sessionId?: string; reason: string }
-          const ids = await revokeSessions(d.sql, userId, c.reason, c.sessionId)
-          if (c.sessionId && ids.length === 0) throw notFound('session')
-          await d.revocations.revoke(ids)
-          return { reply: { revoked: ids } }
-        }
-        case 'sessions.list':
-          return { reply: await listSessions(d.sql, userId) }
-        case 'email.verify': {
-          const user = existing()
-          if (!(await consumeOneTimeToken(d.sql, String(command.tokenId)))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
-          if (user.emailVerifiedAt) return { reply: state.view }
-          const updated = await updateUser(d.sql, userId, user.version, { emailVerifiedAt: new Date() })
-          expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
-          const view = publicUser(updated!)
-          return { state: { ...state, user: updated, view }, reply: view }
-        }
-        case 'password.forgot': {
-          const user = existing()
-          const token = await oneTime(d.sql, userId, 'password_reset', 60)
-          await d.mailer.send({
-            to: user.email,
-            subject: 'Reset your password',
-            body: `Hello ${user.name},\n\nreset your password: ${d.publicUrl}/reset-password?token=${token}\nThe link works once, for an hour.\n`,
-            kind: 'password_reset',
-            data: { token },
-          })
-          return { reply: null }
-        }
-        case 'password.reset': {
-          existing()
-          const c = command as Command & { tokenId: string; hash: string }
-          const revoked = await d.sql.begin(async (tx) => {
-            if (!(await consumeOneTimeToken(tx, c.tokenId))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
-            await setPasswordHash(tx, userId, c.hash)
-            return revokeSessions(tx, userId, 'password_reset')
-          })
-          await d.revocations.revoke(revoked)
-          return { state: { ...state, replays: new Map() }, reply: { revoked } }
-        }
-        default:
-          throw new AppError('bad_request', `unknown user command ${command.type}`)
+    handle(state, command, ctx) {
+      // Reads from memory answer synchronously; everything else may touch the database.
+      if (command.type === 'user.get') {
+        if (!state.user) throw notFound('user')
+        return { reply: state.view }
       }
+      return write(state, command, ctx)
     },
   })
+
+  async function write(state: Readonly<UserState>, command: Command, ctx: MessageContext): Promise<Outcome<UserState>> {
+    const userId = ctx.id
+    const existing = () => state.user ?? (() => { throw notFound('user') })()
+    switch (command.type) {
+      case 'user.register': {
+        if (state.user) throw new AppError('conflict', 'this user already exists')
+        const c = command as Command & { email: string; name: string; hash: string; userAgent: string | null; ip: string | null }
+        const sessionId = newId()
+        const { user, refreshToken, verifyToken } = await d.sql.begin(async (tx) => {
+          const user = await insertUser(tx, { id: userId, email: c.email, name: c.name, hash: c.hash })
+          if (!user) throw new AppError('auth.email_taken', 'an account with this email already exists')
+          await insertSession(tx, { id: sessionId, userId, userAgent: c.userAgent, ip: c.ip })
+          return { user, refreshToken: await issue(tx, sessionId), verifyToken: await oneTime(tx, userId, 'email_verify', 24 * 60) }
+        })
+        await verifyEmail(user, verifyToken).catch((err: unknown) => ctx.log.error({ err, userId }, 'verification email not sent'))
+        const view = publicUser(user)
+        return { state: { ...state, user, view }, reply: { user: view, sessionId, refreshToken } }
+      }
+      case 'user.get':
+        existing()
+        return { reply: state.view }
+      case 'user.update': {
+        const user = existing()
+        const c = command as Command & { name?: string; ifMatch?: number }
+        if (c.ifMatch !== undefined && c.ifMatch !== user.version) throw new AppError('conflict', `version ${c.ifMatch} is stale; the current version is ${user.version}`)
+        const updated = await updateUser(d.sql, userId, user.version, { ...(c.name !== undefined ? { name: c.name } : {}) })
+        expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
+        const view = publicUser(updated!)
+        return { state: { ...state, user: updated, view }, reply: view }
+      }
+      case 'session.create': {
+        existing()
+        const c = command as Command & { userAgent: string | null; ip: string | null; rehash?: string }
+        const sessionId = newId()
+        const refreshToken = await d.sql.begin(async (tx) => {
+          await insertSession(tx, { id: sessionId, userId, userAgent: c.userAgent, ip: c.ip })
+          if (c.rehash) await setPasswordHash(tx, userId, c.rehash)
+          return issue(tx, sessionId)
+        })
+        return { reply: { sessionId, refreshToken } satisfies IssuedSession }
+      }
+      case 'session.refresh': {
+        existing()
+        const key = String(command.tokenHash)
+        const now = Date.now()
+        const replay = state.replays.get(key)
+        if (replay && now - replay.at <= d.refreshGraceMs) return { reply: replay.reply }
+        const row = await findRefreshToken(d.sql, Buffer.from(key, 'hex'))
+        if (!row || row.userId !== userId || row.expiresAt.getTime() <= now) throw new AppError('auth.refresh_invalid', 'the refresh token is not valid')
+        if (row.sessionRevokedAt) throw new AppError('auth.session_revoked', 'this session was revoked; sign in again')
+        const rotated = row.rotatedAt === null && (await d.sql.begin(async (tx) => {
+          if (!(await rotateRefreshToken(tx, row.id))) return undefined
+          await touchSession(tx, row.sessionId)
+          return issue(tx, row.sessionId)
+        }))
+        if (!rotated) {
+          // RFC 9700 reuse detection: a rotated token came back after its grace window, so one of its holders
+          // is not the legitimate client. The whole session dies.
+          const ids = await revokeSessions(d.sql, userId, 'refresh_reused', row.sessionId)
+          await d.revocations.revoke(ids)
+          ctx.log.warn({ userId, sessionId: row.sessionId, requestId: ctx.requestId }, 'refresh token reused: session revoked')
+          throw new AppError('auth.refresh_reused', 'this refresh token was already used; the session has been revoked')
+        }
+        const reply: IssuedSession = { sessionId: row.sessionId, refreshToken: rotated }
+        const replays = new Map([...state.replays].filter(([, r]) => now - r.at <= d.refreshGraceMs))
+        if (d.refreshGraceMs > 0) replays.set(key, { at: now, reply })
+        return { state: { ...state, replays }, reply }
+      }
+      case 'session.revoke': {
+        const c = command as Command & { sessionId?: string; reason: string }
+        const ids = await revokeSessions(d.sql, userId, c.reason, c.sessionId)
+        if (c.sessionId && ids.length === 0) throw notFound('session')
+        await d.revocations.revoke(ids)
+        return { reply: { revoked: ids } }
+      }
+      case 'sessions.list':
+        return { reply: await listSessions(d.sql, userId) }
+      case 'email.verify': {
+        const user = existing()
+        if (!(await consumeOneTimeToken(d.sql, String(command.tokenId)))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
+        if (user.emailVerifiedAt) return { reply: state.view }
+        const updated = await updateUser(d.sql, userId, user.version, { emailVerifiedAt: new Date() })
+        expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
+        const view = publicUser(updated!)
+        return { state: { ...state, user: updated, view }, reply: view }
+      }
+      case 'password.forgot': {
+        const user = existing()
+        const token = await oneTime(d.sql, userId, 'password_reset', 60)
+        await d.mailer.send({
+          to: user.email,
+          subject: 'Reset your password',
+          body: `Hello ${user.name},\n\nreset your password: ${d.publicUrl}/reset-password?token=${token}\nThe link works once, for an hour.\n`,
+          kind: 'password_reset',
+          data: { token },
+        })
+        return { reply: null }
+      }
+      case 'password.reset': {
+        existing()
+        const c = command as Command & { tokenId: string; hash: string }
+        const revoked = await d.sql.begin(async (tx) => {
+          if (!(await consumeOneTimeToken(tx, c.tokenId))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
+          await setPasswordHash(tx, userId, c.hash)
+          return revokeSessions(tx, userId, 'password_reset')
+        })
+        await d.revocations.revoke(revoked)
+        return { state: { ...state, replays: new Map() }, reply: { revoked } }
+      }
+      default:
+        throw new AppError('bad_request', `unknown user command ${command.type}`)
+    }
+  }
 }
 
 export { hashToken }
