@@ -335,3 +335,21 @@ export async function expectResponse(url: string, status: number, body: string):
   const text = await res.text()
   if (res.status !== status || text !== body) throw new Error(`GET ${url} answered ${res.status} ${text}, expected ${status} ${body}`)
 }
+
+/**
+ * The pair every HTTP scenario compares: the raw uWebSockets.js hello world and our `main.ts`, each in its
+ * own process, ours on the isolated database and namespace. Both are pushed onto `servers` as they start, so
+ * the caller stops whatever did start even when the second one fails.
+ */
+export async function startRawAndOurs(isolated: Isolated, servers: ServerProcess[], env: Record<string, string> = {}): Promise<{ raw: ServerProcess; ours: ServerProcess }> {
+  const raw = await startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine })
+  servers.push(raw)
+  const ours = await startServer({
+    name: 'main.ts',
+    script: 'main.ts',
+    env: { ...isolated.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', SHUTDOWN_TIMEOUT_MS: '2000', ...env },
+    portFrom: nodeStartedLine,
+  })
+  servers.push(ours)
+  return { raw, ours }
+}

@@ -2,10 +2,8 @@ import {
   createIsolated,
   expectResponse,
   median,
-  nodeStartedLine,
-  portLine,
   round,
-  startServer,
+  startRawAndOurs,
   type BenchSettings,
   type Isolated,
   type ResultRow,
@@ -33,22 +31,7 @@ const scenario: Scenario = {
     try {
       isolated = await createIsolated()
       log(`namespace and database ${isolated.namespace}`)
-      const raw = await startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine })
-      servers.push(raw)
-      const ours = await startServer({
-        name: 'main.ts',
-        script: 'main.ts',
-        env: {
-          ...isolated.env,
-          HOST: '127.0.0.1',
-          PORT: '0',
-          LOG_LEVEL: 'info',
-          LOG_PRETTY: 'false',
-          SHUTDOWN_TIMEOUT_MS: '2000',
-        },
-        portFrom: nodeStartedLine,
-      })
-      servers.push(ours)
+      const { raw, ours } = await startRawAndOurs(isolated, servers)
       log(`raw on ${raw.url}, ours on ${ours.url}`)
       await expectResponse(`${raw.url}/health`, 200, BODY)
       await expectResponse(`${ours.url}/health`, 200, BODY)

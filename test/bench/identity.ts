@@ -2,10 +2,8 @@ import {
   createIsolated,
   expectResponse,
   median,
-  nodeStartedLine,
-  portLine,
   round,
-  startServer,
+  startRawAndOurs,
   type Isolated,
   type ResultRow,
   type Scenario,
@@ -31,15 +29,7 @@ const scenario: Scenario = {
     const servers: ServerProcess[] = []
     try {
       isolated = await createIsolated()
-      const raw = await startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine })
-      servers.push(raw)
-      const ours = await startServer({
-        name: 'main.ts',
-        script: 'main.ts',
-        env: { ...isolated.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', LOGIN_MAX_ATTEMPTS_PER_IP: '1000000', PASSWORD_HASH_QUEUE: '10000' },
-        portFrom: nodeStartedLine,
-      })
-      servers.push(ours)
+      const { raw, ours } = await startRawAndOurs(isolated, servers, { LOGIN_MAX_ATTEMPTS_PER_IP: '1000000', PASSWORD_HASH_QUEUE: '10000' })
       await expectResponse(`${raw.url}/health`, 200, '{"status":"ok"}')
       const email = `bench-${Date.now()}@example.com`
       const registered = await fetch(`${ours.url}/v1/auth/register`, {
