@@ -97,7 +97,14 @@ export class PartitionLeases {
     await this.ticking
     await this.o.kv.delete(memberKey(this.o.nodeId)).catch(() => undefined)
     for (const p of this.owned()) this.startRelease(p)
-    await Promise.all(this.releasing.values())
+    // Rounds have stopped, but partitions still draining must stay valid until they are handed over, or a
+    // slow drain would end in lease expiry (a TTL-long gap) instead of a hand-over.
+    const renewer = setInterval(() => void this.renewAll().catch(() => undefined), this.tickMs)
+    try {
+      await Promise.all(this.releasing.values())
+    } finally {
+      clearInterval(renewer)
+    }
     this.o.announce()
   }
 

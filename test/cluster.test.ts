@@ -72,7 +72,8 @@ describe('placement', () => {
     await Promise.all(writers)
 
     expect(failures).toEqual([])
-    expect(a.actors.ownedPartitions()).toHaveLength(PARTITIONS)
+    // A partition whose release fell back to lease expiry (a slow handler at the deadline) arrives within the TTL.
+    await eventually(() => a.actors.ownedPartitions().length, (n) => n === PARTITIONS, 2_000 + 5_000, 'every partition on the remaining node')
     const rows = await a.sql<{ total: string }[]>`select coalesce(sum(value), 0) as total from test_counters where id in ${a.sql(ids)}`
     expect(Number(rows[0]!.total)).toBe(acknowledged)
   })
