@@ -33,9 +33,14 @@ export default async function setup(project: TestProject): Promise<() => Promise
     // Suites that need settings of their own (a short lease TTL, say) use `<namespace>_<suffix>`.
     await dropStreamsWithPrefix(nc, namespace)
     await nc.close()
+    // `<namespace>*`: the run's own keys and those of its sub-namespaces (`<namespace>_<suite>:...`).
     const redis = new Redis(redisUrl)
-    const keys = await redis.keys(`${namespace}:*`)
-    if (keys.length) await redis.del(...keys)
+    for (let cursor = '0'; ; ) {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${namespace}*`, 'COUNT', 1000)
+      if (keys.length) await redis.del(...keys)
+      cursor = next
+      if (cursor === '0') break
+    }
     await redis.quit()
   }
 }
