@@ -1,6 +1,6 @@
 import type { KV } from '@nats-io/kv'
 import type { Logger } from '../core/log.js'
-import { withTimeout } from '../storage/postgres.js'
+import { withTimeout } from '../core/timeout.js'
 import type { ActorMetrics } from './metrics.js'
 
 export interface LeaseOptions {

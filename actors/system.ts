@@ -1,7 +1,7 @@
 import { errors as natsErrors, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { Kvm } from '@nats-io/kv'
 import { AppError } from '../core/errors.js'
-import { withTimeout } from '../storage/postgres.js'
+import { withTimeout } from '../core/timeout.js'
 import { newRequestId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
 import type { Registry } from '../core/metrics.js'

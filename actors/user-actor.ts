@@ -5,7 +5,6 @@ import { consumeOneTimeToken, insertOneTimeToken, type OneTimePurpose } from '..
 import type { Queryable, Sql } from '../storage/postgres.js'
 import {
   findRefreshToken,
-  hashToken,
   insertRefreshToken,
   insertSession,
   listSessions,
@@ -103,7 +102,10 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
 
   async function write(state: Readonly<UserState>, command: Command, ctx: MessageContext): Promise<Outcome<UserState>> {
     const userId = ctx.id
-    const existing = () => state.user ?? (() => { throw notFound('user') })()
+    const existing = (): User => {
+      if (!state.user) throw notFound('user')
+      return state.user
+    }
     switch (command.type) {
       case 'user.register': {
         if (state.user) throw new AppError('conflict', 'this user already exists')
@@ -216,4 +218,3 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
   }
 }
 
-export { hashToken }

@@ -3,7 +3,7 @@ import { jetstreamManager, RetentionPolicy, StorageType, DiscardPolicy, type Jet
 import { Kvm } from '@nats-io/kv'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
-import { withTimeout } from './postgres.js'
+import { withTimeout } from '../core/timeout.js'
 
 export type { NatsConnection }
 

@@ -1,5 +1,6 @@
 import postgres from 'postgres'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { withTimeout } from '../core/timeout.js'
 
 export type Sql = postgres.Sql
 export type TransactionSql = postgres.TransactionSql
@@ -69,12 +70,4 @@ export async function pingPostgres(sql: Sql, timeoutMs: number): Promise<number>
   const started = performance.now()
   await withTimeout(sql`select 1`.execute(), timeoutMs, 'postgres ping')
   return performance.now() - started
-}
-
-export function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out after ${timeoutMs} ms`)), timeoutMs)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }

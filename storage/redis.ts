@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis'
-import { withTimeout } from './postgres.js'
+import { withTimeout } from '../core/timeout.js'
 
 export type { Redis }
 

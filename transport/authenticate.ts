@@ -26,10 +26,7 @@ export function createAuthenticator(tokens: AccessTokens, revocations: SessionRe
     // The whole header must be the scheme and one token: nothing may trail it unnoticed.
     const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(authorization)
     if (!match) throw new AppError('auth.unauthenticated', 'the authorization header must be `Bearer <access token>`', { headers: challenge })
-    const token = match[1]!
-    const cached = tokens.cached(token)
-    if (cached) return principal(cached)
-    return tokens.verify(token).then(principal, (err: unknown) => {
+    return tokens.verify(match[1]!).then(principal, (err: unknown) => {
       if (err instanceof AppError) throw new AppError(err.code, err.message, { cause: err, headers: { 'www-authenticate': 'Bearer error="invalid_token"' } })
       throw err
     })

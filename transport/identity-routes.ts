@@ -6,11 +6,11 @@ import { AppError } from '../core/errors.js'
 import { newId } from '../core/ids.js'
 import type { PasswordHasher } from '../core/passwords.js'
 import type { Principal } from '../core/principal.js'
-import { findOneTimeToken } from '../storage/one-time-tokens.js'
+import { findOneTimeToken, type OneTimePurpose } from '../storage/one-time-tokens.js'
 import type { Sql } from '../storage/postgres.js'
 import { findRefreshToken, hashToken, type Session } from '../storage/sessions.js'
 import { findLogin, findUserIdByEmail } from '../storage/users.js'
-import type { RateLimiter } from './rate-limit.js'
+import type { RateLimiter } from '../storage/rate-limit.js'
 import { defineRoute, type RequestContext, type Route } from './route.js'
 
 export interface IdentityDeps {
@@ -47,6 +47,11 @@ export function identityRoutes(d: IdentityDeps): Route[] {
   const pair = async (userId: string, issued: IssuedSession) => {
     const { token, expiresIn } = await d.tokens.sign(userId, issued.sessionId)
     return { accessToken: token, refreshToken: issued.refreshToken, expiresIn, tokenType: 'Bearer' as const }
+  }
+  const liveToken = async (token: string, purpose: OneTimePurpose) => {
+    const found = await findOneTimeToken(d.sql, hashToken(token), purpose)
+    if (!found) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
+    return found
   }
   const device = (ctx: RequestContext) => ({ userAgent: ctx.headers['user-agent']?.slice(0, 512) ?? null, ip: ctx.ip })
 
@@ -176,8 +181,7 @@ export function identityRoutes(d: IdentityDeps): Route[] {
       body: z.object({ token: OpaqueToken }),
       responses: { 204: { description: 'verified' }, 400: { description: '`auth.invalid_one_time_token`' } },
       handler: async (ctx) => {
-        const found = await findOneTimeToken(d.sql, hashToken(ctx.body.token), 'email_verify')
-        if (!found) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
+        const found = await liveToken(ctx.body.token, 'email_verify')
         await user(found.userId).ask({ type: 'email.verify', tokenId: found.id }, { requestId: ctx.requestId })
         return { status: 204 }
       },
@@ -210,8 +214,7 @@ export function identityRoutes(d: IdentityDeps): Route[] {
       body: z.object({ token: OpaqueToken, password: Password }),
       responses: { 204: { description: 'password changed' }, 400: { description: '`auth.invalid_one_time_token`' } },
       handler: async (ctx) => {
-        const found = await findOneTimeToken(d.sql, hashToken(ctx.body.token), 'password_reset')
-        if (!found) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
+        const found = await liveToken(ctx.body.token, 'password_reset')
         const hash = await d.hasher.hash(ctx.body.password)
         await user(found.userId).ask({ type: 'password.reset', tokenId: found.id, hash }, { requestId: ctx.requestId })
         return { status: 204 }
