@@ -9,7 +9,7 @@ import { anonymous, type Principal } from '../core/principal.js'
 import { isJsonContentType, parseJson, readBody, tooLarge } from './body.js'
 import { createCors, type Cors } from './cors.js'
 import { createRequestRecorder, type RequestRecorder, type RouteSeries } from './http-metrics.js'
-import { isRawReply, type Method, type Reply, type RequestContext, type Route } from './route.js'
+import { isRawReply, type Method, type Reply, type RequestContext, type Route, type AuthMode } from './route.js'
 import { headerBlockBeforeRequestId, securityHeaders } from './security-headers.js'
 import { fieldErrors } from './validation.js'
 
@@ -22,7 +22,7 @@ export interface HttpServerOptions {
   registry: Registry
   routes: readonly Route[]
   /** Turns an `authorization` header into a principal, or throws 401; synchronous when it can be. */
-  authenticate?: (authorization: string | undefined) => Principal | Promise<Principal>
+  authenticate?: (authorization: string | undefined, accepts: AuthMode) => Principal | Promise<Principal>
 }
 
 export interface HttpServer {
@@ -224,7 +224,7 @@ function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: s
     let principal: Principal | Promise<Principal>
     try {
       if (!shared.options.authenticate) throw new AppError('internal', 'no authenticator configured')
-      principal = shared.options.authenticate(headers['authorization'])
+      principal = shared.options.authenticate(headers['authorization'], route.auth)
     } catch (err) {
       body?.catch(() => undefined)
       return finish(shared, ex, undefined, err)

@@ -2,6 +2,8 @@ import type { z } from 'zod'
 import type { Logger } from '../core/log.js'
 import type { Principal } from '../core/principal.js'
 
+export type AuthMode = 'user' | 'any'
+
 export type Method = 'get' | 'post' | 'put' | 'patch' | 'delete'
 
 export interface RequestContext<P = unknown, Q = unknown, B = unknown> {
@@ -54,8 +56,11 @@ export interface RouteDef<P extends z.ZodType, Q extends z.ZodType, B extends z.
   responses: Record<number, ResponseDoc>
   /** Left out of the OpenAPI document (static assets of the docs page, say). */
   hidden?: boolean
-  /** `user`: a valid bearer access token is required (401 otherwise) and becomes `ctx.principal`. */
-  auth?: 'user'
+  /**
+   * `user`: a valid bearer access token is required (401 otherwise) and becomes `ctx.principal`; `any`: an API
+   * key (`Authorization: ApiKey <key>`) is accepted too.
+   */
+  auth?: AuthMode
   handler(ctx: RequestContext<z.output<P>, z.output<Q>, z.output<B>>): Reply | Promise<Reply>
 }
 
