@@ -2,6 +2,11 @@ import { readFile } from 'node:fs/promises'
 import { pathToFileURL } from 'node:url'
 import { createSessionRevocations } from './actors/session-revocations.js'
 import { userKind } from './actors/user-actor.js'
+import { orgKind } from './actors/org-actor.js'
+import { createApiKeyOwners } from './storage/api-key-owners.js'
+import { createOrgListCache } from './storage/org-cache.js'
+import { orgRoutes } from './transport/org-routes.js'
+import { projectRoutes } from './transport/project-routes.js'
 import { createAccessTokens } from './core/access-tokens.js'
 import { loadKeys } from './core/keys.js'
 import { createPasswordHasher } from './core/passwords.js'
@@ -99,7 +104,9 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
   const revocations = createSessionRevocations({ nc: natsConn, redis, names, ttlSeconds: config.accessTokenTtlS, log })
   await revocations.start()
   const mailer = createDevMailer(sql, log)
+  const orgCache = createOrgListCache(redis, log)
   const builtInKinds = [
+    orgKind({ sql, mailer, cache: orgCache, publicUrl: config.publicUrl, invitationTtlHours: config.invitationTtlHours }),
     userKind({
       sql,
       mailer,
@@ -145,6 +152,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
           limits: { loginFailuresPerAccount: config.loginMaxFailures, loginAttemptsPerIp: config.loginMaxAttemptsPerIp, windowSeconds: config.loginFailureWindowS },
         })
       : []),
+    ...(config.roles.has('gateway') ? [...orgRoutes({ actors, sql, cache: orgCache }), ...projectRoutes({ actors, sql })] : []),
     ...(options.routes?.({ sql, redis, nc: natsConn, actors, log }) ?? []),
   ]
   routes.push(openApiRoute(() => buildOpenApi(routes, { title: 'actorbase API', version: '1', description: 'Public HTTP contract; see API.md' })))
@@ -156,7 +164,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     log,
     registry,
     routes,
-    authenticate: createAuthenticator(tokens, revocations),
+    authenticate: createAuthenticator(tokens, revocations, createApiKeyOwners(sql)),
   })
   const port = await server.listen()
   state = 'ready'

@@ -2,7 +2,7 @@ import { AppError, internalError } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
 import type { Principal } from '../core/principal.js'
 import { FencingError, MovedError } from './errors.js'
-import type { ActorKind, Command, MessageContext, Outcome } from './kind.js'
+import type { ActorKind, Batching, Command, MessageContext, Outcome } from './kind.js'
 import type { ActorMetrics } from './metrics.js'
 
 export interface Envelope {
@@ -126,6 +126,11 @@ export class Activation {
           envelope.reject(new AppError('timeout', `${this.kind.name}/${this.id} did not get to the message before its deadline`))
           continue
         }
+        const batch = this.kind.batch
+        if (batch && this.depth > 0 && batch.accepts(envelope.command) && batch.accepts(this.queue[this.head]!.command)) {
+          await this.runBatch(this.group(envelope, batch))
+          continue
+        }
         const running = this.run(envelope)
         if (running) await running
       }
@@ -148,6 +153,43 @@ export class Activation {
       while (this.depth > 0) this.take().reject(failure)
       return false
     }
+  }
+
+  /** The first message and the acceptable ones right behind it, up to the kind's maximum. */
+  private group(first: Envelope, batch: Batching<unknown>): Envelope[] {
+    const group = [first]
+    const now = Date.now()
+    while (group.length < batch.max && this.depth > 0 && batch.accepts(this.queue[this.head]!.command)) {
+      const next = this.take()
+      if (next.deadline <= now) next.reject(new AppError('timeout', `${this.kind.name}/${this.id} did not get to the message before its deadline`))
+      else group.push(next)
+    }
+    return group
+  }
+
+  private async runBatch(group: Envelope[]): Promise<void> {
+    const started = performance.now()
+    let outcome: Awaited<ReturnType<Batching<unknown>['handle']>>
+    try {
+      outcome = await this.kind.batch!.handle(
+        this.state as Readonly<unknown>,
+        group.map((envelope) => ({ command: envelope.command, ctx: this.context(envelope) })),
+      )
+    } catch (err) {
+      for (const envelope of group) this.fail(envelope, err, started)
+      return
+    }
+    if (outcome.state !== undefined) this.state = outcome.state
+    this.metrics.batchSize.labels(this.kind.name).observe(group.length)
+    group.forEach((envelope, i) => {
+      const result = outcome.results[i]
+      if (result?.ok) this.succeed(envelope, { reply: result.reply }, started)
+      else this.fail(envelope, result ? result.error : new Error(`batch handler gave no result for item ${i}`), started)
+    })
+  }
+
+  private context(envelope: Envelope): MessageContext {
+    return { kind: this.kind.name, id: this.id, principal: envelope.principal, requestId: envelope.requestId, deadline: envelope.deadline, log: this.log }
   }
 
   /** Runs one message; returns a Promise only when the handler did, so in-memory reads need no microtask. */

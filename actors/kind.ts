@@ -27,6 +27,25 @@ export interface Outcome<S> {
   state?: S
 }
 
+export interface BatchItem {
+  readonly command: Command
+  readonly ctx: MessageContext
+}
+
+export type BatchResult = { ok: true; reply: unknown } | { ok: false; error: unknown }
+
+/**
+ * Several queued messages handled together, in arrival order: a kind that writes to Postgres commits a whole
+ * group in one transaction (group commit) instead of one transaction per message.
+ */
+export interface Batching<S> {
+  /** Which commands may join a group; a group ends at the first message that may not. */
+  accepts(command: Command): boolean
+  readonly max: number
+  /** One result per item, in order. Throwing fails every item of the group and leaves the state as it was. */
+  handle(state: Readonly<S>, items: readonly BatchItem[]): Promise<{ state?: S; results: BatchResult[] }>
+}
+
 export interface ActorKind<S> {
   readonly name: string
   /** Passivate after this long without a message (default from the runtime). */
@@ -36,6 +55,8 @@ export interface ActorKind<S> {
   /** Loads the state on activation; runs once however many first messages arrive together. */
   load(id: string, ctx: { log: Logger }): Promise<S>
   handle(state: Readonly<S>, command: Command, ctx: MessageContext): Outcome<S> | Promise<Outcome<S>>
+  /** Used when at least two acceptable messages wait in the mailbox; one alone goes through `handle`. */
+  readonly batch?: Batching<S>
 }
 
 /** Erases the state type so kinds of different states share one registry. */

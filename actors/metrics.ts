@@ -4,6 +4,7 @@ export interface ActorMetrics {
   active: Gauge<'kind'>
   handled: Counter<'kind' | 'outcome'>
   handlerSeconds: Histogram<'kind'>
+  batchSize: Histogram<'kind'>
   mailboxDepth: Gauge
   activations: Counter<'kind'>
   passivations: Counter<'kind'>
@@ -23,6 +24,13 @@ export function createActorMetrics(registry: Registry): ActorMetrics {
       help: 'Time in an actor handler, by kind',
       labelNames: ['kind'],
       buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    }),
+    batchSize: new Histogram({
+      name: 'actor_batch_size',
+      help: 'Messages handled together as one group (group commit), by kind',
+      labelNames: ['kind'],
+      buckets: [2, 4, 8, 16, 32, 64, 128],
       registers,
     }),
     mailboxDepth: new Gauge({ name: 'actor_mailbox_depth', help: 'Messages waiting in actor mailboxes on this node', registers }),

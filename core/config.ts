@@ -85,6 +85,7 @@ export const EnvSchema = z.object({
   ACCESS_TOKEN_TTL_S: z.coerce.number().int().min(10).max(86_400).default(900),
   REFRESH_TOKEN_TTL_DAYS: z.coerce.number().int().min(1).max(365).default(30),
   REFRESH_REUSE_GRACE_MS: z.coerce.number().int().min(0).max(300_000).default(10_000),
+  INVITATION_TTL_HOURS: z.coerce.number().int().min(1).max(24 * 90).default(168),
   // One core is left to the event loop, so a login storm cannot stall every other request.
   PASSWORD_HASH_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(Math.max(1, availableParallelism() - 1)),
   PASSWORD_HASH_QUEUE: z.coerce.number().int().min(0).max(100_000).default(200),
@@ -127,6 +128,7 @@ export interface Config {
   accessTokenTtlS: number
   refreshTokenTtlDays: number
   refreshReuseGraceMs: number
+  invitationTtlHours: number
   passwordHashConcurrency: number
   passwordHashQueue: number
   loginMaxFailures: number
@@ -186,6 +188,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     accessTokenTtlS: e.ACCESS_TOKEN_TTL_S,
     refreshTokenTtlDays: e.REFRESH_TOKEN_TTL_DAYS,
     refreshReuseGraceMs: e.REFRESH_REUSE_GRACE_MS,
+    invitationTtlHours: e.INVITATION_TTL_HOURS,
     passwordHashConcurrency: e.PASSWORD_HASH_CONCURRENCY,
     passwordHashQueue: e.PASSWORD_HASH_QUEUE,
     loginMaxFailures: e.LOGIN_MAX_FAILURES,

@@ -12,6 +12,10 @@ export const errorCodes = {
   'auth.invalid_one_time_token': { status: 400, title: 'Invalid or expired token' },
   'auth.email_taken': { status: 409, title: 'Email already registered' },
   'rbac.forbidden': { status: 403, title: 'Forbidden' },
+  'rbac.last_owner': { status: 409, title: 'An organization needs an owner' },
+  'invitation.invalid': { status: 400, title: 'Invalid, used or expired invitation' },
+  'invitation.email_mismatch': { status: 403, title: 'Invitation is for another email address' },
+  'org.slug_taken': { status: 409, title: 'Slug already taken' },
   'cors.origin_not_allowed': { status: 403, title: 'Origin not allowed' },
   'not_found': { status: 404, title: 'Not found' },
   'method_not_allowed': { status: 405, title: 'Method not allowed' },
@@ -85,5 +89,6 @@ export function internalError(cause: unknown): AppError {
 }
 
 export const notFound = (what: string) => new AppError('not_found', `${what} was not found`)
+export const forbidden = (permission: string) => new AppError('rbac.forbidden', `this needs the \`${permission}\` permission`)
 export const unavailable = (what: string, cause?: unknown) =>
   new AppError('unavailable', `${what} is unavailable; try again shortly`, { cause })

@@ -71,3 +71,13 @@ export async function pingPostgres(sql: Sql, timeoutMs: number): Promise<number>
   await withTimeout(sql`select 1`.execute(), timeoutMs, 'postgres ping')
   return performance.now() - started
 }
+
+/** An error Postgres itself answered (a constraint, a serialization failure), as opposed to a lost connection. */
+export function isPostgresError(err: unknown): boolean {
+  return err instanceof postgres.PostgresError
+}
+
+/** A unique constraint refused the write. */
+export function isUniqueViolation(err: unknown): boolean {
+  return err instanceof postgres.PostgresError && err.code === '23505'
+}

@@ -11,6 +11,7 @@ import type { Sql } from '../storage/postgres.js'
 import { findRefreshToken, hashToken, type Session } from '../storage/sessions.js'
 import { findLogin, findUserIdByEmail } from '../storage/users.js'
 import type { RateLimiter } from '../storage/rate-limit.js'
+import { ifMatchVersion } from './if-match.js'
 import { defineRoute, type RequestContext, type Route } from './route.js'
 
 export interface IdentityDeps {
@@ -245,10 +246,9 @@ export function identityRoutes(d: IdentityDeps): Route[] {
       responses: { 200: { description: 'the user', schema: User }, 409: { description: 'stale `if-match` version' } },
       handler: async (ctx) => {
         const me = userOf(ctx.principal)
-        const ifMatch = ctx.headers['if-match']
-        if (ifMatch !== undefined && !/^"?\d+"?$/.test(ifMatch)) throw new AppError('validation.failed', 'if-match must be a version number', { errors: [{ path: 'if-match', message: 'must be an integer version' }] })
+        const ifMatch = ifMatchVersion(ctx.headers)
         const reply = await user(me.userId).ask<PublicUser>(
-          { type: 'user.update', ...ctx.body, ...(ifMatch !== undefined ? { ifMatch: Number(ifMatch.replaceAll('"', '')) } : {}) },
+          { type: 'user.update', ...ctx.body, ...(ifMatch !== undefined ? { ifMatch } : {}) },
           { principal: me, requestId: ctx.requestId },
         )
         return { status: 200, body: reply }

@@ -1,0 +1,125 @@
+import { z } from 'zod'
+import type { ActorSystem } from '../actors/system.js'
+import { notFound } from '../core/errors.js'
+import { findJobRecord } from '../storage/job-records.js'
+import type { Sql } from '../storage/postgres.js'
+import { ifMatchVersion } from './if-match.js'
+import { orgAsker } from './org-routes.js'
+import { Id, JobView, Name, OrgParams, PageQuery, ProjectStatus, ProjectView, decodeCursor, page, pageOf } from './org-schemas.js'
+import { defineRoute, type Route } from './route.js'
+
+export interface ProjectRoutesDeps {
+  actors: ActorSystem
+  sql: Sql
+}
+
+const ProjectParams = OrgParams.extend({ id: Id })
+const Description = z.string().max(2_000)
+const tags = ['projects']
+
+export function projectRoutes(d: ProjectRoutesDeps): Route[] {
+  const ask = orgAsker(d.actors)
+  const base = '/v1/orgs/:orgId/projects'
+  return [
+    defineRoute({
+      method: 'get',
+      path: base,
+      operationId: 'listProjects',
+      summary: 'Projects in creation order, served from the org actor',
+      tags,
+      auth: 'any',
+      params: OrgParams,
+      query: PageQuery,
+      responses: { 200: { description: 'a page of projects', schema: pageOf(ProjectView) } },
+      handler: async (ctx) => {
+        const after = decodeCursor(ctx.query.cursor)
+        const reply = await ask<{ items: unknown[]; nextCursor: string | null }>(ctx, ctx.params.orgId, { type: 'projects.list', limit: ctx.query.limit, ...(after ? { after } : {}) })
+        return { status: 200, body: page(reply) }
+      },
+    }),
+    defineRoute({
+      method: 'post',
+      path: base,
+      operationId: 'createProject',
+      summary: 'Create a project (committed with its audit row)',
+      tags,
+      auth: 'any',
+      params: OrgParams,
+      body: z.object({ name: Name, description: Description.optional(), status: ProjectStatus.optional(), teamId: Id.nullable().optional() }).strict(),
+      responses: { 201: { description: 'the project', schema: ProjectView } },
+      handler: async (ctx) => ({ status: 201, body: await ask(ctx, ctx.params.orgId, { type: 'project.create', ...ctx.body }) }),
+    }),
+    defineRoute({
+      method: 'get',
+      path: `${base}/:id`,
+      operationId: 'getProject',
+      summary: 'One project, served from the org actor',
+      tags,
+      auth: 'any',
+      params: ProjectParams,
+      responses: { 200: { description: 'the project', schema: ProjectView } },
+      handler: async (ctx) => ({ status: 200, body: await ask(ctx, ctx.params.orgId, { type: 'project.get', projectId: ctx.params.id }) }),
+    }),
+    defineRoute({
+      method: 'patch',
+      path: `${base}/:id`,
+      operationId: 'updateProject',
+      summary: 'Change a project (`if-match: <version>` refuses a stale update with 409)',
+      tags,
+      auth: 'any',
+      params: ProjectParams,
+      body: z
+        .object({ name: Name.optional(), description: Description.optional(), status: ProjectStatus.optional(), teamId: Id.nullable().optional() })
+        .strict()
+        .refine((b) => Object.values(b).some((v) => v !== undefined), 'change at least one field'),
+      responses: { 200: { description: 'the project', schema: ProjectView }, 409: { description: 'stale version' } },
+      handler: async (ctx) => {
+        const ifMatch = ifMatchVersion(ctx.headers)
+        const body = await ask(ctx, ctx.params.orgId, { type: 'project.update', projectId: ctx.params.id, changes: ctx.body, ...(ifMatch !== undefined ? { ifMatch } : {}) })
+        return { status: 200, body }
+      },
+    }),
+    defineRoute({
+      method: 'delete',
+      path: `${base}/:id`,
+      operationId: 'deleteProject',
+      summary: 'Delete a project (`if-match` honoured)',
+      tags,
+      auth: 'any',
+      params: ProjectParams,
+      responses: { 204: { description: 'deleted' } },
+      handler: async (ctx) => {
+        const ifMatch = ifMatchVersion(ctx.headers)
+        await ask(ctx, ctx.params.orgId, { type: 'project.delete', projectId: ctx.params.id, ...(ifMatch !== undefined ? { ifMatch } : {}) })
+        return { status: 204 }
+      },
+    }),
+    defineRoute({
+      method: 'post',
+      path: `${base}/:id/export`,
+      operationId: 'exportProject',
+      summary: 'Start an export of the project as a background job',
+      tags,
+      auth: 'any',
+      params: ProjectParams,
+      responses: { 202: { description: 'the job that will do it', schema: z.object({ jobId: z.string() }) } },
+      handler: async (ctx) => ({ status: 202, body: await ask(ctx, ctx.params.orgId, { type: 'project.export', projectId: ctx.params.id }) }),
+    }),
+    defineRoute({
+      method: 'get',
+      path: '/v1/jobs/:id',
+      operationId: 'getJob',
+      summary: "A job's status, visible to whoever may read jobs of its organization",
+      tags: ['jobs'],
+      auth: 'any',
+      params: z.object({ id: Id }),
+      responses: { 200: { description: 'the job', schema: JobView } },
+      handler: async (ctx) => {
+        // Which organization it belongs to is a cross-tenant lookup; whether the caller may see it is the org's call.
+        const job = /^[0-9a-f-]{36}$/.test(ctx.params.id) ? await findJobRecord(d.sql, ctx.params.id) : undefined
+        if (!job?.orgId) throw notFound('job')
+        return { status: 200, body: await ask(ctx, job.orgId, { type: 'job.get', jobId: job.id }) }
+      },
+    }),
+  ]
+}
