@@ -83,8 +83,33 @@ export function problemType(code: ErrorCode): string {
   return `urn:problem-type:${code}`
 }
 
-/** What a client may see of an error that is not an AppError: nothing of its internals. */
+// Node's socket errors and postgres.js's own codes for a connection that is gone or never came.
+const connectionCodes = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'CONNECTION_CLOSED',
+  'CONNECTION_DESTROYED',
+  'CONNECTION_ENDED',
+  'CONNECT_TIMEOUT',
+])
+
+/** Whether an error means a dependency could not be reached, rather than that it refused what we asked. */
+export function isConnectionError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && connectionCodes.has(code)
+}
+
+/**
+ * What a client may see of an error that is not an AppError: a lost dependency is 503 (try again), anything
+ * else 500, and nothing of its internals either way.
+ */
 export function internalError(cause: unknown): AppError {
+  if (isConnectionError(cause)) return new AppError('unavailable', 'a dependency is unreachable; try again shortly', { cause })
   return new AppError('internal', 'An unexpected error occurred; it has been logged.', { cause })
 }
 
