@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { bearer, freshEmail, lastEmail, problem, register, type SignedIn } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
-import { addMember, apiKey, call, createApiKey, createOrg, createProject, expectJson, freshSlug, type Auth, type OrgView } from './support/orgs.js'
+import { addMember, apiKey, call, createApiKey, createOrg, createProject, expectJson, type Auth, type OrgView } from './support/orgs.js'
 
 // Two nodes of one cluster: whatever one node changes, the other must honour on the very next request.
 let a: TestNode
@@ -42,7 +42,7 @@ describe('organizations', () => {
     await problem(await send(a, auth, 'POST', '/v1/orgs', { name: 'Copy', slug: org.slug }), 409, 'org.slug_taken')
     const bad = await problem(await send(a, auth, 'POST', '/v1/orgs', { name: 'Bad', slug: 'Not A Slug!' }), 400, 'validation.failed')
     expect(bad.errors).toEqual([expect.objectContaining({ path: 'slug' })])
-    const [{ count }] = await a.sql<{ count: number }[]>`select count(*)::int from organizations where name in ('Copy', 'Bad')`
+    const { count } = (await a.sql<{ count: number }[]>`select count(*)::int from organizations where name in ('Copy', 'Bad')`)[0]!
     expect(count).toBe(0)
     const other = await createOrg(a.url, (await register(a.url)))
     await problem(await send(a, auth, 'PATCH', `/v1/orgs/${org.id}`, { slug: other.slug }), 409, 'org.slug_taken')
@@ -64,7 +64,7 @@ describe('organizations', () => {
     expect((await send(a, auth, 'DELETE', `/v1/orgs/${org.id}`)).status).toBe(204)
     await problem(await get(b, viewer, `/v1/orgs/${org.id}`), 404, 'not_found')
     expect(await roleOf(b, viewer, org.id)).toBeUndefined()
-    const [{ count }] = await a.sql<{ count: number }[]>`select count(*)::int from memberships where org_id = ${org.id}`
+    const { count } = (await a.sql<{ count: number }[]>`select count(*)::int from memberships where org_id = ${org.id}`)[0]!
     expect(count).toBe(0)
   })
 
@@ -128,7 +128,7 @@ describe('members and roles', () => {
     await expectJson(await send(a, admin, 'PATCH', `${path}/members/${target.user.id}`, { roles: ['admin'] }), 200)
     // None of the refused attempts changed anything.
     expect(await roleOf(a, bearer(owner.accessToken), org.id)).toEqual(['owner'])
-    const [{ count }] = await a.sql<{ count: number }[]>`select count(*)::int from roles where org_id = ${org.id}`
+    const { count } = (await a.sql<{ count: number }[]>`select count(*)::int from roles where org_id = ${org.id}`)[0]!
     expect(count).toBe(0)
   })
 
@@ -220,7 +220,7 @@ describe('API keys', () => {
     const listed = await expectJson<{ items: Record<string, unknown>[] }>(await get(a, auth, `/v1/orgs/${org.id}/api-keys`), 200)
     expect(listed.items).toEqual([expect.objectContaining({ id: created.id, roles: ['member'], prefix: created.key.slice(0, 11) })])
     expect(JSON.stringify(listed)).not.toContain(created.key)
-    const [{ hash }] = await a.sql<{ hash: Buffer }[]>`select key_hash as hash from api_keys where id = ${created.id}`
+    const { hash } = (await a.sql<{ hash: Buffer }[]>`select key_hash as hash from api_keys where id = ${created.id}`)[0]!
     expect(hash.toString()).not.toContain(created.key)
 
     await createProject(b.url, org.id, key)
