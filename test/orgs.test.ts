@@ -234,3 +234,50 @@ describe('API keys', () => {
     await problem(await get(b, key, `/v1/orgs/${org.id}/projects`), 401, 'auth.invalid_token')
   })
 })
+
+describe('audit', () => {
+  test('every kind of change to an organization leaves exactly one audit row carrying its request id', async () => {
+    const { org, auth } = await orgWithOwner()
+    const path = `/v1/orgs/${org.id}`
+    let n = 0
+    const rid = () => ({ 'x-request-id': `aud-${org.id.slice(-12)}-${++n}` })
+    const member = await addMember(a.url, a.sql, org.id, auth, 'viewer')
+    const steps: [string, string, unknown?][] = [
+      ['PATCH', path, { name: 'Audited Org' }],
+      ['PATCH', `${path}/members/${member.user.id}`, { roles: ['member'] }],
+      ['POST', `${path}/invitations`, { email: freshEmail(), role: 'viewer' }],
+      ['POST', `${path}/roles`, { name: 'auditor', permissions: ['audit:read'] }],
+      ['POST', `${path}/teams`, { name: 'Audit team' }],
+      ['POST', `${path}/api-keys`, { name: 'audit key', roles: ['viewer'] }],
+    ]
+    const answers: Record<string, unknown>[] = []
+    for (const [method, p, body] of steps) answers.push(await expectJson(await send(a, auth, method, p, body, rid()), method === 'POST' ? 201 : 200))
+    const teamId = String(answers[4]!.id)
+    const keyId = String(answers[5]!.id)
+    expect((await send(b, auth, 'PUT', `${path}/teams/${teamId}/members/${member.user.id}`, undefined, rid())).status).toBe(204)
+    expect((await send(b, auth, 'DELETE', `${path}/teams/${teamId}/members/${member.user.id}`, undefined, rid())).status).toBe(204)
+    expect((await send(b, auth, 'DELETE', `${path}/api-keys/${keyId}`, undefined, rid())).status).toBe(204)
+    expect((await send(b, auth, 'DELETE', `${path}/members/${member.user.id}`, undefined, rid())).status).toBe(204)
+
+    const log = await expectJson<{ items: { action: string; requestId: string; changes: Record<string, unknown> }[] }>(await send(a, auth, 'GET', `${path}/audit-log?limit=100`), 200)
+    const ours = log.items.filter((e) => e.requestId.startsWith(`aud-${org.id.slice(-12)}-`)).reverse()
+    expect(ours.map((e) => [e.action, e.requestId])).toEqual(
+      [
+        'org.updated',
+        'member.roles_changed',
+        'invitation.created',
+        'role.created',
+        'team.created',
+        'apikey.created',
+        'team.member_added',
+        'team.member_removed',
+        'apikey.revoked',
+        'member.removed',
+      ].map((action, i) => [action, `aud-${org.id.slice(-12)}-${i + 1}`]),
+    )
+    expect(ours[0]!.changes).toEqual({ name: { from: org.name, to: 'Audited Org' } })
+    // The invitation row and the key row carry no secret.
+    expect(JSON.stringify(log)).not.toContain(String(answers[5]!.key))
+    expect(log.items.map((e) => e.action)).toEqual(expect.arrayContaining(['org.created', 'invitation.accepted']))
+  })
+})
