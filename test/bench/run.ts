@@ -16,9 +16,10 @@ import { machineBusy, readSettings, round, stopAll, type ResultRow, type Scenari
 import actorAsk from './actor-ask.js'
 import httpHealth from './http-health.js'
 import identity from './identity.js'
+import orgs from './orgs.js'
 import { ensureWrk, killWrk } from './wrk.js'
 
-const scenarios: Scenario[] = [httpHealth, actorAsk, identity]
+const scenarios: Scenario[] = [httpHealth, actorAsk, identity, orgs]
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 
