@@ -3,6 +3,9 @@ import { pathToFileURL } from 'node:url'
 import { createSessionRevocations } from './actors/session-revocations.js'
 import { userKind } from './actors/user-actor.js'
 import { orgKind } from './actors/org-actor.js'
+import { createEventPublisher } from './actors/event-publisher.js'
+import { startOutboxRelay } from './actors/outbox-relay.js'
+import { withTimeout } from './core/timeout.js'
 import { createApiKeyOwners } from './storage/api-key-owners.js'
 import { createOrgListCache } from './storage/org-cache.js'
 import { orgRoutes } from './transport/org-routes.js'
@@ -85,7 +88,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       connectNats({ url: config.natsUrl, name: `actorbase-${config.nodeId}`, connectTimeoutMs: 2_000 }, log),
     )
     if (config.migrateOnStart) await db.timed('migrate', () => migrate(sql, migrationsDir, log))
-    await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, leaseTtlMs: config.leaseTtlMs })
+    await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, eventsMaxPerChannel: config.eventsMaxPerChannel, leaseTtlMs: config.leaseTtlMs })
   } catch (err) {
     await Promise.allSettled([sql.end({ timeout: 1 }), redis.quit(), nc?.close()])
     throw err
@@ -105,8 +108,9 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
   await revocations.start()
   const mailer = createDevMailer(sql, log)
   const orgCache = createOrgListCache(redis, log)
+  const events = createEventPublisher({ nc: natsConn, names, sql, log })
   const builtInKinds = [
-    orgKind({ sql, mailer, cache: orgCache, publicUrl: config.publicUrl, invitationTtlHours: config.invitationTtlHours }),
+    orgKind({ sql, mailer, cache: orgCache, publicUrl: config.publicUrl, invitationTtlHours: config.invitationTtlHours, events }),
     userKind({
       sql,
       mailer,
@@ -131,6 +135,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     registry,
   })
   await actors.start()
+  const relay = config.roles.has('actors') ? startOutboxRelay({ sql, actors, log, registry, intervalMs: config.outboxRelayIntervalMs }) : undefined
 
   const timeout = config.healthTimeoutMs
   const routes: Route[] = [
@@ -176,7 +181,11 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       state = 'draining'
       const { unfinished } = await server.drain(config.shutdownTimeoutMs)
       if (unfinished > 0) log.warn({ unfinished }, 'shutdown deadline passed with requests still running')
+      await relay?.stop()
       await actors.stop().catch((err: unknown) => log.error({ err }, 'actor hand-over failed'))
+      // Events committed by the last messages go out before the connection closes (the relay would catch
+      // them later anyway).
+      await withTimeout(events.settled(), 5_000, 'event publishing').catch((err: unknown) => log.warn({ err }, 'events left to the relay'))
       revocations.stop()
       await Promise.allSettled([natsConn.drain(), redis.quit(), sql.end({ timeout: 5 })])
       log.info('node stopped')

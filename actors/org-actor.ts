@@ -3,6 +3,10 @@ import { loadApiKeys } from '../storage/api-keys.js'
 import { loadCustomRoles, loadMembers, loadTeams, findOrg } from '../storage/orgs.js'
 import { listProjects as loadProjects } from '../storage/projects.js'
 import { inTenant } from '../storage/tenant.js'
+import { channelSeq } from '../storage/outbox.js'
+import { isSeqConflict } from '../storage/postgres.js'
+import { orgChannel } from '../core/events.js'
+import { FencingError } from './errors.js'
 import { defineKind, type ActorKind, type Command, type MessageContext, type Outcome } from './kind.js'
 import {
   changeTeamMember,
@@ -27,6 +31,16 @@ import { batchableProjectCommands, getProject, listProjects, projectBatch, proje
 import { emptyState, orgView, permissionsOf, projectView, type OrgState } from './org-state.js'
 
 export type { OrgActorDeps } from './org-context.js'
+
+/** A clash on the channel's event number means another activation wrote first: this one's state is stale. */
+async function fenced<T>(work: T | Promise<T>, orgId: string): Promise<T> {
+  try {
+    return await work
+  } catch (err) {
+    if (isSeqConflict(err)) throw new FencingError(`organization ${orgId}`, -1)
+    throw err
+  }
+}
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
@@ -89,6 +103,7 @@ export function orgKind(d: OrgActorDeps): ActorKind<unknown> {
         ])
         s.org = org
         s.view = orgView(org)
+        s.seq = await channelSeq(tx, orgChannel(id))
         for (const r of roles) s.roles.set(r.name, r)
         for (const m of members) s.members.set(m.userId, { ...m, permissions: permissionsOf(s, m.roles) })
         for (const t of teams) s.teams.set(t.id, t)
@@ -98,21 +113,27 @@ export function orgKind(d: OrgActorDeps): ActorKind<unknown> {
           s.projectOrder.push(p.id)
         }
       })
+      // Events a previous owner committed but did not publish go out first, before any of this activation's.
+      if (s.org) void d.events.flush(orgChannel(id))
       return s
     },
     handle(s, command, ctx) {
       const x = context(ctx)
+      if (command.type === 'outbox.flush') {
+        void d.events.flush(orgChannel(ctx.id))
+        return { reply: null }
+      }
       if (ctx.principal.type === 'apiKey') noteKeyUse(s, x)
       const read = reads[command.type]
       if (read) return { reply: read(s, command, x) }
       const handler = commands[command.type]
       if (!handler) throw new AppError('bad_request', `unknown organization command ${command.type}`)
-      return handler(s, command, x) as Outcome<OrgState> | Promise<Outcome<OrgState>>
+      return fenced(handler(s, command, x), ctx.id)
     },
     batch: {
       accepts: (command) => batchableProjectCommands.has(command.type),
       max: 128,
-      handle: (s, items) => projectBatch(s, items, (item) => context(item.ctx)),
+      handle: (s, items) => fenced(projectBatch(s, items, (item) => context(item.ctx)), items[0]!.ctx.id),
     },
   })
 }

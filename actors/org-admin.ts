@@ -3,7 +3,8 @@ import { AppError, notFound } from '../core/errors.js'
 import { newId } from '../core/ids.js'
 import { isPermission } from '../core/rbac.js'
 import { insertApiKey, revokeApiKey, touchApiKeys } from '../storage/api-keys.js'
-import { insertAudit, listAudit } from '../storage/audit.js'
+import { listAudit } from '../storage/audit.js'
+import { insertEvents } from '../storage/outbox.js'
 import { findJobRecord } from '../storage/job-records.js'
 import { deleteOrg, insertCustomRole, insertMember, insertOrg, insertTeam, addTeamMember, removeTeamMember, updateOrg, type Org, type Team } from '../storage/orgs.js'
 import { isUniqueViolation } from '../storage/postgres.js'
@@ -12,7 +13,7 @@ import { inTenant } from '../storage/tenant.js'
 import { expectFenced } from './errors.js'
 import type { Command, Outcome } from './kind.js'
 import { checkGrantable } from './org-members.js'
-import { auditEntry, diff, type OrgContext } from './org-context.js'
+import { auditEntry, commitChange, diff, eventOf, type OrgContext } from './org-context.js'
 import { callerOf, mustHave, orgView, permissionsOf, refreshPermissions, type Caller, type OrgState } from './org-state.js'
 
 const slugTaken = () => new AppError('org.slug_taken', 'another organization already uses this slug')
@@ -27,10 +28,9 @@ export async function createOrg(s: OrgState, c: Command, x: OrgContext): Promise
   const roles = ['owner']
   const caller: Caller = { actor: { type: 'user', id: principal.userId }, userId: principal.userId, permissions: new Set() }
   const audit = auditEntry(x, caller, 'org.created', { type: 'org', id: org.id }, { name: org.name, slug: org.slug })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'org.created', data: orgView(org) }, async (tx) => {
     if (!(await insertOrg(tx, org))) throw slugTaken()
     await insertMember(tx, x.orgId, { userId: principal.userId, roles, joinedAt: now })
-    await insertAudit(tx, audit)
   })
   s.org = org
   s.view = orgView(org)
@@ -54,9 +54,8 @@ export async function updateOrgCommand(s: OrgState, c: Command, x: OrgContext): 
   const next: Org = { ...prev, ...(f.changes.name !== undefined ? { name: f.changes.name } : {}), ...(f.changes.slug !== undefined ? { slug: f.changes.slug } : {}), version: prev.version + 1, updatedAt: new Date() }
   const audit = auditEntry(x, caller, 'org.updated', { type: 'org', id: prev.id }, changes)
   try {
-    await inTenant(x.d.sql, x.orgId, async (tx) => {
+    await commitChange(s, x, audit, { type: 'org.updated', data: orgView(next) }, async (tx) => {
       expectFenced(await updateOrg(tx, next, prev.version), `organization ${prev.id}`, prev.version)
-      await insertAudit(tx, audit)
     })
   } catch (err) {
     if (isUniqueViolation(err)) throw slugTaken()
@@ -71,12 +70,18 @@ export async function updateOrgCommand(s: OrgState, c: Command, x: OrgContext): 
 export async function deleteOrgCommand(s: OrgState, _c: Command, x: OrgContext): Promise<Outcome<OrgState>> {
   const caller = callerOf(s, x.msg.principal)
   mustHave(caller, 'org:delete')
-  // Every tenant row goes with it (foreign keys cascade), the audit log included: the log line is what remains.
-  await inTenant(x.d.sql, x.orgId, (tx) => deleteOrg(tx, x.orgId))
+  // Every tenant row goes with it (foreign keys cascade), the audit log included: the event and the log line
+  // are what remain.
+  const event = eventOf(s, x, auditEntry(x, caller, 'org.deleted', { type: 'org', id: x.orgId }), { type: 'org.deleted', data: { id: x.orgId } })
+  await inTenant(x.d.sql, x.orgId, async (tx) => {
+    await deleteOrg(tx, x.orgId)
+    await insertEvents(tx, [event])
+  })
+  x.d.events.publish([event])
   x.msg.log.info({ orgId: x.orgId, actor: caller.actor, requestId: x.msg.requestId }, 'organization deleted')
   const members = [...s.members.keys()]
   await x.d.cache.invalidate(members)
-  return { state: { ...s, org: undefined, view: undefined, members: new Map(), roles: new Map(), teams: new Map(), apiKeys: new Map(), projects: new Map(), projectOrder: [] }, reply: null }
+  return { state: { ...s, org: undefined, view: undefined, members: new Map(), roles: new Map(), teams: new Map(), apiKeys: new Map(), projects: new Map(), projectOrder: [], seq: event.seq }, reply: null }
 }
 
 const builtInRoleViews = () =>
@@ -104,9 +109,8 @@ export async function createRole(s: OrgState, c: Command, x: OrgContext): Promis
   if (s.roles.has(f.name) || ['owner', 'admin', 'member', 'viewer'].includes(f.name)) throw new AppError('conflict', `a role named ${f.name} already exists`)
   const role = { id: newId(), name: f.name, permissions }
   const audit = auditEntry(x, caller, 'role.created', { type: 'role', id: role.id }, { name: role.name, permissions })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'role.created', data: role }, async (tx) => {
     if (!(await insertCustomRole(tx, x.orgId, role))) throw new AppError('conflict', `a role named ${f.name} already exists`)
-    await insertAudit(tx, audit)
   })
   s.roles.set(role.name, role)
   refreshPermissions(s)
@@ -125,9 +129,8 @@ export async function createTeam(s: OrgState, c: Command, x: OrgContext): Promis
   mustHave(caller, 'teams:manage')
   const team: Team = { id: newId(), name: String(c.name), memberIds: [], createdAt: new Date() }
   const audit = auditEntry(x, caller, 'team.created', { type: 'team', id: team.id }, { name: team.name })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'team.created', data: teamView(team) }, async (tx) => {
     if (!(await insertTeam(tx, x.orgId, team))) throw new AppError('conflict', `a team named ${team.name} already exists`)
-    await insertAudit(tx, audit)
   })
   s.teams.set(team.id, team)
   return { state: s, reply: teamView(team) }
@@ -145,9 +148,8 @@ export async function changeTeamMember(s: OrgState, c: Command, x: OrgContext): 
   const present = team.memberIds.includes(f.userId)
   if (adding === present) return { reply: null }
   const audit = auditEntry(x, caller, adding ? 'team.member_added' : 'team.member_removed', { type: 'team', id: team.id }, { userId: f.userId })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: adding ? 'team.member_added' : 'team.member_removed', data: { teamId: team.id, userId: f.userId } }, async (tx) => {
     await (adding ? addTeamMember(tx, x.orgId, team.id, f.userId) : removeTeamMember(tx, x.orgId, team.id, f.userId))
-    await insertAudit(tx, audit)
   })
   team.memberIds = adding ? [...team.memberIds, f.userId] : team.memberIds.filter((id) => id !== f.userId)
   return { state: s, reply: null }
@@ -177,9 +179,8 @@ export async function createApiKey(s: OrgState, c: Command, x: OrgContext): Prom
   const key = `ak_${randomBytes(32).toString('base64url')}`
   const entry = { id: newId(), orgId: x.orgId, name: f.name, prefix: key.slice(0, 11), roles, createdBy: caller.userId ?? null, createdAt: new Date(), lastUsedAt: null }
   const audit = auditEntry(x, caller, 'apikey.created', { type: 'apiKey', id: entry.id }, { name: entry.name, roles })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'apikey.created', data: { id: entry.id, name: entry.name, roles } }, async (tx) => {
     await insertApiKey(tx, entry, hashToken(key))
-    await insertAudit(tx, audit)
   })
   s.apiKeys.set(entry.id, { ...entry, permissions: permissionsOf(s, roles) })
   return { state: s, reply: { ...keyView(entry), key } }
@@ -192,9 +193,8 @@ export async function revokeApiKeyCommand(s: OrgState, c: Command, x: OrgContext
   const key = s.apiKeys.get(id)
   if (!key) throw notFound('API key')
   const audit = auditEntry(x, caller, 'apikey.revoked', { type: 'apiKey', id }, { name: key.name })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'apikey.revoked', data: { id } }, async (tx) => {
     await revokeApiKey(tx, x.orgId, id)
-    await insertAudit(tx, audit)
   })
   s.apiKeys.delete(id)
   return { state: s, reply: null }

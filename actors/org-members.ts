@@ -1,13 +1,12 @@
 import { AppError, notFound } from '../core/errors.js'
 import { newId } from '../core/ids.js'
 import { covers } from '../core/rbac.js'
-import { insertAudit } from '../storage/audit.js'
 import { acceptInvitation, insertInvitation, listInvitations, revokePendingInvitations, type Invitation } from '../storage/invitations.js'
 import { deleteMember, insertMember, listMemberProfiles, setMemberRoles } from '../storage/orgs.js'
 import { newOpaqueToken } from '../storage/sessions.js'
 import { inTenant } from '../storage/tenant.js'
 import type { Command, Outcome } from './kind.js'
-import { auditEntry, type OrgContext } from './org-context.js'
+import { auditEntry, commitChange, type OrgContext } from './org-context.js'
 import { callerOf, mustHave, ownersOf, permissionsOf, roleExists, type Caller, type OrgState } from './org-state.js'
 
 export interface MemberView {
@@ -77,9 +76,8 @@ export async function updateMember(s: OrgState, c: Command, x: OrgContext): Prom
     throw new AppError('rbac.last_owner', 'this is the last owner; make someone else owner first')
   }
   const audit = auditEntry(x, caller, 'member.roles_changed', { type: 'user', id: f.userId }, { roles: { from: target.roles, to: roles } })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'member.updated', data: { userId: f.userId, roles } }, async (tx) => {
     await setMemberRoles(tx, x.orgId, f.userId, roles)
-    await insertAudit(tx, audit)
   })
   target.roles = roles
   target.permissions = permissionsOf(s, roles)
@@ -98,9 +96,8 @@ export async function removeMember(s: OrgState, c: Command, x: OrgContext): Prom
   if (!leaving) checkOutranks(caller, target)
   if (target.roles.includes('owner') && ownersOf(s).length === 1) throw new AppError('rbac.last_owner', 'the last owner cannot leave; make someone else owner first')
   const audit = auditEntry(x, caller, leaving ? 'member.left' : 'member.removed', { type: 'user', id: userId }, { roles: target.roles })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'member.removed', data: { userId, reason: leaving ? 'left' : 'removed' } }, async (tx) => {
     await deleteMember(tx, x.orgId, userId)
-    await insertAudit(tx, audit)
   })
   s.members.delete(userId)
   for (const team of s.teams.values()) team.memberIds = team.memberIds.filter((id) => id !== userId)
@@ -127,10 +124,9 @@ export async function createInvitation(s: OrgState, c: Command, x: OrgContext): 
     revokedAt: null,
   }
   const audit = auditEntry(x, caller, 'invitation.created', { type: 'invitation', id: invitation.id }, { email: f.email, role: f.role })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'invitation.created', data: { id: invitation.id, role: f.role, expiresAt: invitation.expiresAt.toISOString() } }, async (tx) => {
     await revokePendingInvitations(tx, x.orgId, f.email)
     await insertInvitation(tx, invitation, hash)
-    await insertAudit(tx, audit)
   })
   const org = s.org!
   await x.d.mailer
@@ -169,12 +165,11 @@ export async function acceptInvitationCommand(s: OrgState, c: Command, x: OrgCon
   const roles = [roleExists(s, f.role) ? f.role : 'viewer']
   const caller: Caller = { actor: { type: 'user', id: principal.userId }, userId: principal.userId, permissions: new Set() }
   const audit = auditEntry(x, caller, 'invitation.accepted', { type: 'invitation', id: f.invitationId }, { userId: principal.userId, roles })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
+  await commitChange(s, x, audit, { type: 'member.added', data: { userId: principal.userId, roles } }, async (tx) => {
     if (!(await acceptInvitation(tx, x.orgId, f.invitationId, principal.userId, joinedAt))) {
       throw new AppError('invitation.invalid', 'the invitation is invalid, used or expired')
     }
     await insertMember(tx, x.orgId, { userId: principal.userId, roles, joinedAt })
-    await insertAudit(tx, audit)
   })
   s.members.set(principal.userId, { userId: principal.userId, roles, joinedAt, permissions: permissionsOf(s, roles) })
   await x.d.cache.invalidate([principal.userId])

@@ -2,12 +2,14 @@ import { AppError, notFound } from '../core/errors.js'
 import { newId } from '../core/ids.js'
 import { insertAudit } from '../storage/audit.js'
 import { insertJobRecord } from '../storage/job-records.js'
+import { insertEvents } from '../storage/outbox.js'
+import type { ChannelEvent } from '../core/events.js'
 import { isPostgresError, type TransactionSql } from '../storage/postgres.js'
 import { deleteProject, insertProject, updateProject, type Project, type ProjectStatus } from '../storage/projects.js'
 import { inTenant } from '../storage/tenant.js'
 import { expectFenced } from './errors.js'
 import type { BatchItem, BatchResult, Command, Outcome } from './kind.js'
-import { auditEntry, diff, type OrgContext } from './org-context.js'
+import { auditEntry, diff, eventOf, type OrgContext } from './org-context.js'
 import { callerOf, mustHave, projectView, type OrgState, type ProjectView } from './org-state.js'
 
 export interface ProjectChanges {
@@ -26,6 +28,7 @@ export const batchableProjectCommands: ReadonlySet<string> = new Set(['project.c
  */
 interface Plan {
   write(tx: TransactionSql): Promise<unknown>
+  event: ChannelEvent
   apply(s: OrgState): void
   reply: unknown
 }
@@ -49,7 +52,7 @@ function checkVersion(p: Project, ifMatch: number | undefined): void {
   if (ifMatch !== undefined && ifMatch !== p.version) throw new AppError('conflict', `version ${ifMatch} is stale; the current version is ${p.version}`)
 }
 
-function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending): Plan {
+function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending, offset: number): Plan {
   const caller = callerOf(s, x.msg.principal)
   switch (c.type) {
     case 'project.create': {
@@ -73,6 +76,7 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending): Plan {
       const audit = auditEntry(x, caller, 'project.created', { type: 'project', id: row.id }, { name: row.name, description: row.description, status: row.status, teamId: row.teamId })
       return {
         write: (tx) => Promise.all([insertProject(tx, row), insertAudit(tx, audit)]),
+        event: eventOf(s, x, audit, { type: 'project.created', data: view }, offset),
         apply: (st) => {
           st.projects.set(row.id, { row, view })
           insertSorted(st.projectOrder, row.id)
@@ -97,6 +101,7 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending): Plan {
           const [count] = await Promise.all([updateProject(tx, row, prev.version), insertAudit(tx, audit)])
           expectFenced(count, `project ${row.id}`, prev.version)
         },
+        event: eventOf(s, x, audit, { type: 'project.updated', data: view }, offset),
         apply: (st) => void st.projects.set(row.id, { row, view }),
         reply: view,
       }
@@ -114,6 +119,7 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending): Plan {
           const [count] = await Promise.all([deleteProject(tx, x.orgId, prev.id, prev.version), insertAudit(tx, audit)])
           expectFenced(count, `project ${prev.id}`, prev.version)
         },
+        event: eventOf(s, x, audit, { type: 'project.deleted', data: { id: prev.id } }, offset),
         apply: (st) => {
           st.projects.delete(prev.id)
           const at = sortedIndex(st.projectOrder, prev.id)
@@ -135,6 +141,7 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending): Plan {
             insertJobRecord(tx, { id: jobId, orgId: x.orgId, name: 'projects.export', queue: 'default', payload: { projectId: prev.id }, requestId: x.msg.requestId, createdAt: new Date() }),
             insertAudit(tx, audit),
           ]),
+        event: eventOf(s, x, audit, { type: 'project.export_requested', data: { projectId: prev.id, jobId } }, offset),
         apply: () => undefined,
         reply: { jobId },
       }
@@ -146,10 +153,17 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending): Plan {
 
 /** One project write in its own transaction. */
 export async function projectWrite(s: OrgState, c: Command, x: OrgContext): Promise<Outcome<OrgState>> {
-  const p = plan(s, c, x, new Map())
-  await inTenant(x.d.sql, x.orgId, (tx) => p.write(tx))
-  p.apply(s)
+  const p = plan(s, c, x, new Map(), 0)
+  await inTenant(x.d.sql, x.orgId, (tx) => Promise.all([p.write(tx), insertEvents(tx, [p.event])]))
+  adopt(s, x, [p])
   return { state: s, reply: p.reply }
+}
+
+/** After the commit: memory follows, the channel's number moves on and the events go to the publisher. */
+function adopt(s: OrgState, x: OrgContext, plans: readonly Plan[]): void {
+  for (const p of plans) p.apply(s)
+  s.seq = plans.at(-1)!.event.seq
+  x.d.events.publish(plans.map((p) => p.event))
 }
 
 /**
@@ -163,7 +177,7 @@ export async function projectBatch(s: OrgState, items: readonly BatchItem[], x: 
   const plans: Plan[] = []
   for (const item of items) {
     try {
-      const p = plan(s, item.command, x(item), pending)
+      const p = plan(s, item.command, x(item), pending, plans.length)
       plans.push(p)
       results.push({ ok: true, reply: p.reply })
     } catch (error) {
@@ -172,7 +186,9 @@ export async function projectBatch(s: OrgState, items: readonly BatchItem[], x: 
   }
   if (plans.length === 0) return { state: s, results }
   try {
-    await inTenant(x(items[0]!).d.sql, x(items[0]!).orgId, (tx) => Promise.all(plans.map((p) => p.write(tx))))
+    await inTenant(x(items[0]!).d.sql, x(items[0]!).orgId, (tx) =>
+      Promise.all([...plans.map((p) => p.write(tx)), insertEvents(tx, plans.map((p) => p.event))]),
+    )
   } catch (err) {
     // A lost connection would fail each retry the same way; only an answer from Postgres is worth retrying.
     if (!(err instanceof AppError) && !isPostgresError(err)) throw err
@@ -186,7 +202,7 @@ export async function projectBatch(s: OrgState, items: readonly BatchItem[], x: 
     }
     return { state: s, results: one }
   }
-  for (const p of plans) p.apply(s)
+  adopt(s, x(items[0]!), plans)
   return { state: s, results }
 }
 

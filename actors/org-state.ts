@@ -48,10 +48,12 @@ export interface OrgState {
   projects: Map<string, { row: Project; view: ProjectView }>
   /** Project ids in creation (id) order, for keyset pages. */
   projectOrder: string[]
+  /** The last event number of the organization's channel. */
+  seq: number
 }
 
 export function emptyState(): OrgState {
-  return { org: undefined, view: undefined, members: new Map(), roles: new Map(), teams: new Map(), apiKeys: new Map(), projects: new Map(), projectOrder: [] }
+  return { org: undefined, view: undefined, members: new Map(), roles: new Map(), teams: new Map(), apiKeys: new Map(), projects: new Map(), projectOrder: [], seq: 0 }
 }
 
 export const orgView = (o: Org): OrgView => ({ id: o.id, name: o.name, slug: o.slug, version: o.version, createdAt: o.createdAt.toISOString() })

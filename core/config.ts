@@ -61,6 +61,8 @@ export const EnvSchema = z.object({
   DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10),
   HEALTH_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
   EVENTS_MAX_AGE_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
+  EVENTS_MAX_PER_CHANNEL: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
+  OUTBOX_RELAY_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
   ACTOR_PARTITIONS: z.coerce.number().int().min(1).max(4096).default(64),
   LEASE_TTL_MS: z.coerce.number().int().min(1_000).max(300_000).default(10_000),
   ACTOR_IDLE_MS: z.coerce.number().int().min(100).max(86_400_000).default(300_000),
@@ -113,6 +115,8 @@ export interface Config {
   dbPoolMax: number
   healthTimeoutMs: number
   eventsMaxAgeHours: number
+  eventsMaxPerChannel: number
+  outboxRelayIntervalMs: number
   actorPartitions: number
   leaseTtlMs: number
   actorIdleMs: number
@@ -173,6 +177,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     dbPoolMax: e.DB_POOL_MAX,
     healthTimeoutMs: e.HEALTH_TIMEOUT_MS,
     eventsMaxAgeHours: e.EVENTS_MAX_AGE_HOURS,
+    eventsMaxPerChannel: e.EVENTS_MAX_PER_CHANNEL,
+    outboxRelayIntervalMs: e.OUTBOX_RELAY_INTERVAL_MS,
     actorPartitions: e.ACTOR_PARTITIONS,
     leaseTtlMs: e.LEASE_TTL_MS,
     actorIdleMs: e.ACTOR_IDLE_MS,

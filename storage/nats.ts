@@ -43,6 +43,8 @@ export async function pingNats(nc: NatsConnection, timeoutMs: number): Promise<n
 
 export interface StreamSettings {
   eventsMaxAgeHours: number
+  /** History kept per channel (events per subject); older ones go first. */
+  eventsMaxPerChannel: number
   leaseTtlMs: number
 }
 
@@ -59,6 +61,7 @@ export async function ensureStreams(nc: NatsConnection, names: Names, settings: 
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     max_age: nanos(settings.eventsMaxAgeHours * 3_600_000),
+    max_msgs_per_subject: settings.eventsMaxPerChannel,
     duplicate_window: nanos(2 * 60_000),
   })
   await ensureStream(jsm, {

@@ -81,3 +81,8 @@ export function isPostgresError(err: unknown): boolean {
 export function isUniqueViolation(err: unknown): boolean {
   return err instanceof postgres.PostgresError && err.code === '23505'
 }
+
+/** Another activation already wrote this event number on the channel: this one is stale. */
+export function isSeqConflict(err: unknown): boolean {
+  return err instanceof postgres.PostgresError && err.code === '23505' && err.constraint_name === 'outbox_channel_seq_key'
+}

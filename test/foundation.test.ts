@@ -71,8 +71,8 @@ describe('NATS streams', () => {
     const names = namesFor(`${inject('namespace')}_decl`)
     const nc = await connect({ servers: natsUrl })
     try {
-      await Promise.all([1, 2, 3].map(() => ensureStreams(nc, names, { eventsMaxAgeHours: 1, leaseTtlMs: 5_000 })))
-      await ensureStreams(nc, names, { eventsMaxAgeHours: 2, leaseTtlMs: 3_000 })
+      await Promise.all([1, 2, 3].map(() => ensureStreams(nc, names, { eventsMaxAgeHours: 1, eventsMaxPerChannel: 100, leaseTtlMs: 5_000 })))
+      await ensureStreams(nc, names, { eventsMaxAgeHours: 2, eventsMaxPerChannel: 100, leaseTtlMs: 3_000 })
       const jsm = await jetstreamManager(nc)
       const events = await jsm.streams.info(names.eventsStream)
       expect(events.config.subjects).toEqual([`${names.namespace}.evt.>`])
