@@ -7,7 +7,7 @@ import { channelSeq } from '../storage/outbox.js'
 import { isSeqConflict } from '../storage/postgres.js'
 import { orgChannel } from '../core/events.js'
 import { FencingError } from './errors.js'
-import { defineKind, type ActorKind, type Command, type MessageContext, type Outcome } from './kind.js'
+import { defineKind, type ActorKind, type Command, type MessageContext } from './kind.js'
 import {
   changeTeamMember,
   createApiKey,
