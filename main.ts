@@ -6,6 +6,14 @@ import { orgKind } from './actors/org-actor.js'
 import { createEventPublisher } from './actors/event-publisher.js'
 import { startOutboxRelay } from './actors/outbox-relay.js'
 import { withTimeout } from './core/timeout.js'
+import { Kvm } from '@nats-io/kv'
+import { ChannelHub, topicOf } from './transport/channel-hub.js'
+import { createPresence } from './transport/presence.js'
+import { encodeFrame } from './transport/ws-frames.js'
+import { createWsMetrics } from './transport/ws-metrics.js'
+import { createWsServer } from './transport/ws-server.js'
+import { createEventHistory } from './storage/event-history.js'
+import { channelSeq } from './storage/outbox.js'
 import { createApiKeyOwners } from './storage/api-key-owners.js'
 import { createOrgListCache } from './storage/org-cache.js'
 import { orgRoutes } from './transport/org-routes.js'
@@ -88,7 +96,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       connectNats({ url: config.natsUrl, name: `actorbase-${config.nodeId}`, connectTimeoutMs: 2_000 }, log),
     )
     if (config.migrateOnStart) await db.timed('migrate', () => migrate(sql, migrationsDir, log))
-    await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, eventsMaxPerChannel: config.eventsMaxPerChannel, leaseTtlMs: config.leaseTtlMs })
+    await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, eventsMaxPerChannel: config.eventsMaxPerChannel, leaseTtlMs: config.leaseTtlMs, presenceTtlMs: config.presenceTtlMs })
   } catch (err) {
     await Promise.allSettled([sql.end({ timeout: 1 }), redis.quit(), nc?.close()])
     throw err
@@ -171,14 +179,37 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     routes,
     authenticate: createAuthenticator(tokens, revocations, createApiKeyOwners(sql)),
   })
+  const ws = config.roles.has('gateway') ? await startWebSockets() : undefined
   const port = await server.listen()
   state = 'ready'
   log.info({ port, roles: [...config.roles], namespace: config.namespace }, 'node started')
+
+  async function startWebSockets() {
+    const wsMetrics = createWsMetrics(registry)
+    const history = createEventHistory(natsConn, names.eventsStream, (channel) => channelSeq(sql, channel))
+    const hub = new ChannelHub({ app: server.app, nc: natsConn, names, history, log, metrics: wsMetrics })
+    const presence = createPresence({
+      kv: await new Kvm(natsConn).open(names.presenceBucket),
+      nodeId: config.nodeId,
+      ttlMs: config.presenceTtlMs,
+      log,
+      onDiff: (channel, joins, leaves) => {
+        for (const protocol of ['json', 'msgpack'] as const) {
+          const frame = encodeFrame({ type: 'presence.diff', channel, joins, leaves }, protocol)
+          server.app.publish(topicOf(channel, protocol), frame, protocol === 'msgpack')
+        }
+      },
+    })
+    const wsServer = createWsServer({ app: server.app, path: '/v1/ws', corsOrigins: config.corsOrigins, actors, tokens, revocations, hub, presence, metrics: wsMetrics, log, ...config.ws })
+    return { wsServer, hub, presence }
+  }
 
   let stopping: Promise<void> | undefined
   const shutdown = () =>
     (stopping ??= (async () => {
       state = 'draining'
+      // Sockets go first: their clients reconnect to another node and resume from there.
+      ws?.wsServer.closeAll()
       const { unfinished } = await server.drain(config.shutdownTimeoutMs)
       if (unfinished > 0) log.warn({ unfinished }, 'shutdown deadline passed with requests still running')
       await relay?.stop()
@@ -187,6 +218,8 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       // them later anyway).
       await withTimeout(events.settled(), 5_000, 'event publishing').catch((err: unknown) => log.warn({ err }, 'events left to the relay'))
       revocations.stop()
+      ws?.hub.closeAll()
+      await ws?.presence.stop()
       await Promise.allSettled([natsConn.drain(), redis.quit(), sql.end({ timeout: 5 })])
       log.info('node stopped')
     })())

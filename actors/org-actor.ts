@@ -17,6 +17,7 @@ import {
   deleteOrgCommand,
   getJob,
   getOrg,
+  authorizeChannel,
   listApiKeys,
   listAuditCommand,
   listRoles,
@@ -47,6 +48,7 @@ const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 /** Reads answered from memory, synchronously: the hot paths. */
 const reads: Record<string, (s: OrgState, c: Command, x: OrgContext) => unknown> = {
   'org.get': getOrg,
+  'channel.authorize': authorizeChannel,
   'project.get': getProject,
   'projects.list': listProjects,
   'roles.list': listRoles,

@@ -44,6 +44,12 @@ export function getOrg(s: OrgState, _c: Command, x: OrgContext) {
   return s.view!
 }
 
+/** Whether the caller may follow the organization's channel (its events and presence). */
+export function authorizeChannel(s: OrgState, _c: Command, x: OrgContext): null {
+  mustHave(callerOf(s, x.msg.principal), 'org:read')
+  return null
+}
+
 export async function updateOrgCommand(s: OrgState, c: Command, x: OrgContext): Promise<Outcome<OrgState>> {
   const caller = callerOf(s, x.msg.principal)
   mustHave(caller, 'org:update')

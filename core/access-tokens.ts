@@ -30,6 +30,18 @@ export interface AccessTokenOptions {
 const typ = 'at+jwt'
 
 /**
+ * Cached tokens are keyed by their last characters (part of the signature): a Map hashes its string key on
+ * every lookup, and the whole token, fresh from each request, was the largest single cost of a cached hit.
+ */
+const keyLength = 16
+const cacheKey = (token: string) => (token.length > keyLength ? token.slice(-keyLength) : token)
+
+interface CacheEntry {
+  token: string
+  claims: AccessClaims
+}
+
+/**
  * Short-lived EdDSA access tokens. Verification pins the algorithm, issuer, audience and `typ`, and resolves
  * keys only by `kid` from our own key set: `alg: none`, HMAC with the public key as secret, unknown keys,
  * expired or not-yet-valid tokens all fail.
@@ -41,7 +53,7 @@ export function createAccessTokens(o: AccessTokenOptions): AccessTokens {
     if (!key) throw new AppError('auth.invalid_token', 'the token was signed by an unknown key')
     return key
   }
-  const cache = new Map<string, AccessClaims>()
+  const cache = new Map<string, CacheEntry>()
   const cacheSize = o.cacheSize ?? 10_000
 
   return {
@@ -58,10 +70,12 @@ export function createAccessTokens(o: AccessTokenOptions): AccessTokens {
       return { token, expiresIn: o.ttlSeconds }
     },
     cached(token) {
-      const claims = cache.get(token)
-      if (!claims) return undefined
-      if (claims.exp * 1000 > Date.now()) return claims
-      cache.delete(token)
+      const key = cacheKey(token)
+      const entry = cache.get(key)
+      // The full comparison keeps a forged token that shares a valid one's tail from borrowing its claims.
+      if (!entry || entry.token !== token) return undefined
+      if (entry.claims.exp * 1000 > Date.now()) return entry.claims
+      cache.delete(key)
       return undefined
     },
     async verify(token) {
@@ -93,8 +107,9 @@ export function createAccessTokens(o: AccessTokenOptions): AccessTokens {
         throw new AppError('auth.invalid_token', 'the access token claims a longer lifetime than tokens are issued for')
       }
       const claims: AccessClaims = { sub: payload.sub, sid: payload.sid, exp: payload.exp }
-      if (cache.size >= cacheSize) cache.delete(cache.keys().next().value!)
-      cache.set(token, claims)
+      const key = cacheKey(token)
+      if (!cache.has(key) && cache.size >= cacheSize) cache.delete(cache.keys().next().value!)
+      cache.set(key, { token, claims })
       return claims
     },
     jwks: () => ({ keys: o.keys.verifying.map((k) => k.publicJwk) }),

@@ -63,6 +63,14 @@ export const EnvSchema = z.object({
   EVENTS_MAX_AGE_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
   EVENTS_MAX_PER_CHANNEL: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
   OUTBOX_RELAY_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
+  WS_MAX_FRAME_BYTES: z.coerce.number().int().min(1_024).max(16 * 1024 * 1024).default(64 * 1024),
+  WS_IDLE_TIMEOUT_S: z.coerce.number().int().min(8).max(960).default(60),
+  WS_AUTH_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5_000),
+  WS_RATE_PER_SECOND: z.coerce.number().int().min(1).max(100_000).default(50),
+  WS_RATE_BURST: z.coerce.number().int().min(1).max(100_000).default(100),
+  WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1_024).max(256 * 1024 * 1024).default(1024 * 1024),
+  WS_MAX_BAD_FRAMES: z.coerce.number().int().min(1).max(1_000).default(5),
+  PRESENCE_TTL_MS: z.coerce.number().int().min(300).max(600_000).default(15_000),
   ACTOR_PARTITIONS: z.coerce.number().int().min(1).max(4096).default(64),
   LEASE_TTL_MS: z.coerce.number().int().min(1_000).max(300_000).default(10_000),
   ACTOR_IDLE_MS: z.coerce.number().int().min(100).max(86_400_000).default(300_000),
@@ -117,6 +125,16 @@ export interface Config {
   eventsMaxAgeHours: number
   eventsMaxPerChannel: number
   outboxRelayIntervalMs: number
+  ws: {
+    maxFrameBytes: number
+    idleTimeoutS: number
+    authTimeoutMs: number
+    ratePerSecond: number
+    rateBurst: number
+    maxBufferedBytes: number
+    maxBadFrames: number
+  }
+  presenceTtlMs: number
   actorPartitions: number
   leaseTtlMs: number
   actorIdleMs: number
@@ -179,6 +197,16 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     eventsMaxAgeHours: e.EVENTS_MAX_AGE_HOURS,
     eventsMaxPerChannel: e.EVENTS_MAX_PER_CHANNEL,
     outboxRelayIntervalMs: e.OUTBOX_RELAY_INTERVAL_MS,
+    ws: {
+      maxFrameBytes: e.WS_MAX_FRAME_BYTES,
+      idleTimeoutS: e.WS_IDLE_TIMEOUT_S,
+      authTimeoutMs: e.WS_AUTH_TIMEOUT_MS,
+      ratePerSecond: e.WS_RATE_PER_SECOND,
+      rateBurst: e.WS_RATE_BURST,
+      maxBufferedBytes: e.WS_MAX_BUFFERED_BYTES,
+      maxBadFrames: e.WS_MAX_BAD_FRAMES,
+    },
+    presenceTtlMs: e.PRESENCE_TTL_MS,
     actorPartitions: e.ACTOR_PARTITIONS,
     leaseTtlMs: e.LEASE_TTL_MS,
     actorIdleMs: e.ACTOR_IDLE_MS,

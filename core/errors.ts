@@ -18,6 +18,7 @@ export const errorCodes = {
   'org.slug_taken': { status: 409, title: 'Slug already taken' },
   'cors.origin_not_allowed': { status: 403, title: 'Origin not allowed' },
   'not_found': { status: 404, title: 'Not found' },
+  'history.expired': { status: 410, title: 'Event history no longer available' },
   'method_not_allowed': { status: 405, title: 'Method not allowed' },
   'conflict': { status: 409, title: 'Conflict' },
   'payload_too_large': { status: 413, title: 'Payload too large' },

@@ -12,6 +12,7 @@ export interface Names {
   deadJobsStream: string
   deadJobsSubjects: string
   leasesBucket: string
+  presenceBucket: string
   eventSubject(kind: 'org' | 'user', id: string): string
   jobSubject(queue: string): string
   deadJobSubject(queue: string): string
@@ -29,6 +30,7 @@ export function namesFor(namespace: string): Names {
     deadJobsStream: `${namespace}_jobs_dead`,
     deadJobsSubjects: `${namespace}.dlq.>`,
     leasesBucket: `${namespace}_leases`,
+    presenceBucket: `${namespace}_presence`,
     eventSubject: (kind, id) => `${namespace}.evt.${kind}.${id}`,
     jobSubject: (queue) => `${namespace}.job.${queue}`,
     deadJobSubject: (queue) => `${namespace}.dlq.${queue}`,

@@ -46,6 +46,8 @@ export interface StreamSettings {
   /** History kept per channel (events per subject); older ones go first. */
   eventsMaxPerChannel: number
   leaseTtlMs: number
+  /** How long a presence entry outlives its node's last heartbeat in storage (readers drop it sooner). */
+  presenceTtlMs?: number
 }
 
 /**
@@ -78,6 +80,7 @@ export async function ensureStreams(nc: NatsConnection, names: Names, settings: 
     storage: StorageType.File,
     max_age: nanos(30 * 24 * 3_600_000),
   })
+  await new Kvm(nc).create(names.presenceBucket, { history: 1, ttl: Math.max(60_000, (settings.presenceTtlMs ?? 15_000) * 4) })
   await new Kvm(nc).create(names.leasesBucket, { history: 1, ttl: settings.leaseTtlMs })
   // `create` leaves an existing bucket as it was: bring its TTL in line with the configuration.
   const leases = await jsm.streams.info(`KV_${names.leasesBucket}`)
@@ -105,7 +108,7 @@ function isStreamExists(err: unknown): boolean {
 /** Removes every stream and bucket of a namespace; used by tests and by operators retiring an install. */
 export async function dropStreams(nc: NatsConnection, names: Names): Promise<void> {
   const jsm = await jetstreamManager(nc)
-  for (const stream of [names.eventsStream, names.jobsStream, names.deadJobsStream, `KV_${names.leasesBucket}`]) {
+  for (const stream of [names.eventsStream, names.jobsStream, names.deadJobsStream, `KV_${names.leasesBucket}`, `KV_${names.presenceBucket}`]) {
     await jsm.streams.delete(stream).catch(() => false)
   }
 }

@@ -15,6 +15,10 @@ export interface ProjectRoutesDeps {
 
 const ProjectParams = OrgParams.extend({ id: Id })
 const Description = z.string().max(2_000)
+/** Shared with the WebSocket RPC methods, which run the same commands. */
+export const ProjectCreate = z.object({ name: Name, description: Description.optional(), status: ProjectStatus.optional(), teamId: Id.nullable().optional() }).strict()
+export const ProjectChanges = z.object({ name: Name.optional(), description: Description.optional(), status: ProjectStatus.optional(), teamId: Id.nullable().optional() }).strict()
+export const hasChange = (b: Record<string, unknown>) => Object.values(b).some((v) => v !== undefined)
 const tags = ['projects']
 
 export function projectRoutes(d: ProjectRoutesDeps): Route[] {
@@ -45,7 +49,7 @@ export function projectRoutes(d: ProjectRoutesDeps): Route[] {
       tags,
       auth: 'any',
       params: OrgParams,
-      body: z.object({ name: Name, description: Description.optional(), status: ProjectStatus.optional(), teamId: Id.nullable().optional() }).strict(),
+      body: ProjectCreate,
       responses: { 201: { description: 'the project', schema: ProjectView } },
       handler: async (ctx) => ({ status: 201, body: await ask(ctx, ctx.params.orgId, { type: 'project.create', ...ctx.body }) }),
     }),
@@ -68,10 +72,7 @@ export function projectRoutes(d: ProjectRoutesDeps): Route[] {
       tags,
       auth: 'any',
       params: ProjectParams,
-      body: z
-        .object({ name: Name.optional(), description: Description.optional(), status: ProjectStatus.optional(), teamId: Id.nullable().optional() })
-        .strict()
-        .refine((b) => Object.values(b).some((v) => v !== undefined), 'change at least one field'),
+      body: ProjectChanges.refine(hasChange, 'change at least one field'),
       responses: { 200: { description: 'the project', schema: ProjectView }, 409: { description: 'stale version' } },
       handler: async (ctx) => {
         const ifMatch = ifMatchVersion(ctx.headers)

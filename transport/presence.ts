@@ -1,0 +1,147 @@
+import type { KV, KvWatchEntry } from '@nats-io/kv'
+import type { QueuedIterator } from '@nats-io/nats-core'
+import { parseChannel } from '../core/events.js'
+import type { Logger } from '../core/log.js'
+
+export interface PresenceMember {
+  userId: string
+  connections: number
+}
+
+export interface PresenceOptions {
+  kv: KV
+  nodeId: string
+  /** A node's entry not refreshed for this long is dropped: how quickly a dead node's users leave. */
+  ttlMs: number
+  log: Logger
+  /** Called with the users who came and went on a channel this node watches. */
+  onDiff(channel: string, joins: string[], leaves: string[]): void
+}
+
+interface NodeEntry {
+  users: Record<string, number>
+  seenAt: number
+}
+
+interface Watched {
+  nodes: Map<string, NodeEntry>
+  totals: Map<string, number>
+  watcher: QueuedIterator<KvWatchEntry> | undefined
+  users: number
+}
+
+const safeNode = (nodeId: string) => nodeId.replace(/[^A-Za-z0-9_-]/g, '_')
+
+/**
+ * Who is online on each org channel, across nodes. Every node writes, per channel, how many of its sockets
+ * each user has there (KV key `<orgId>.<node>`), and rewrites it every third of the TTL as a heartbeat.
+ * Nodes with subscribers on a channel watch that channel's keys and turn changes in the per-user totals into
+ * join and leave diffs: a user joins when their first connection anywhere subscribes and leaves when their
+ * last one goes, including when the node holding it stops refreshing (it died).
+ */
+export function createPresence(o: PresenceOptions) {
+  const node = safeNode(o.nodeId)
+  const local = new Map<string, Map<string, number>>()
+  const watched = new Map<string, Watched>()
+  const keyOf = (channel: string, n = node) => `${parseChannel(channel)!.id}.${n}`
+
+  const write = (channel: string) => {
+    const users = local.get(channel)
+    const key = keyOf(channel)
+    const op = users && users.size > 0 ? o.kv.put(key, JSON.stringify(Object.fromEntries(users))) : o.kv.delete(key)
+    op.catch((err: unknown) => o.log.warn({ err, channel }, 'presence not written'))
+  }
+
+  const recompute = (channel: string, w: Watched) => {
+    const now = Date.now()
+    const totals = new Map<string, number>()
+    for (const [n, entry] of w.nodes) {
+      if (now - entry.seenAt > o.ttlMs) {
+        w.nodes.delete(n)
+        continue
+      }
+      for (const [user, count] of Object.entries(entry.users)) totals.set(user, (totals.get(user) ?? 0) + count)
+    }
+    const joins = [...totals.keys()].filter((u) => !w.totals.has(u))
+    const leaves = [...w.totals.keys()].filter((u) => !totals.has(u))
+    w.totals = totals
+    if (joins.length > 0 || leaves.length > 0) o.onDiff(channel, joins, leaves)
+  }
+
+  const heartbeat = setInterval(() => {
+    for (const channel of local.keys()) write(channel)
+    for (const [channel, w] of watched) recompute(channel, w)
+  }, Math.max(100, Math.floor(o.ttlMs / 3)))
+  heartbeat.unref()
+
+  return {
+    /** A socket of `userId` subscribed to `channel` on this node. */
+    join(channel: string, userId: string): void {
+      const users = local.get(channel) ?? new Map<string, number>()
+      users.set(userId, (users.get(userId) ?? 0) + 1)
+      local.set(channel, users)
+      write(channel)
+    },
+    leave(channel: string, userId: string): void {
+      const users = local.get(channel)
+      if (!users) return
+      const n = (users.get(userId) ?? 0) - 1
+      if (n > 0) users.set(userId, n)
+      else users.delete(userId)
+      if (users.size === 0) local.delete(channel)
+      write(channel)
+    },
+    /** Starts following a channel (first local subscriber); every `watch` needs an `unwatch`. */
+    async watch(channel: string): Promise<void> {
+      const existing = watched.get(channel)
+      if (existing) {
+        existing.users++
+        return
+      }
+      const w: Watched = { nodes: new Map(), totals: new Map(), watcher: undefined, users: 1 }
+      watched.set(channel, w)
+      const prefix = `${parseChannel(channel)!.id}.`
+      const watcher = await o.kv.watch({ key: `${prefix}*` })
+      w.watcher = watcher
+      void (async () => {
+        for await (const e of watcher) {
+          const n = e.key.slice(prefix.length)
+          if (e.operation === 'PUT') {
+            // A stored entry older than the TTL is a node that stopped refreshing: not present.
+            w.nodes.set(n, { users: e.json<Record<string, number>>(), seenAt: e.isUpdate ? Date.now() : Math.min(Date.now(), e.created.getTime()) })
+          } else {
+            w.nodes.delete(n)
+          }
+          recompute(channel, w)
+        }
+      })().catch((err: unknown) => o.log.warn({ err, channel }, 'presence watch ended'))
+    },
+    unwatch(channel: string): void {
+      const w = watched.get(channel)
+      if (!w || --w.users > 0) return
+      w.watcher?.stop()
+      watched.delete(channel)
+    },
+    members(channel: string): PresenceMember[] {
+      const w = watched.get(channel)
+      if (!w) return []
+      return [...w.totals].map(([userId, connections]) => ({ userId, connections })).sort((a, b) => a.userId.localeCompare(b.userId))
+    },
+    /** Users present, summed over watched channels (a metric). */
+    size(): number {
+      let n = 0
+      for (const w of watched.values()) n += w.totals.size
+      return n
+    },
+    /** Removes this node's entries, so others see its users leave at once rather than after the TTL. */
+    async stop(): Promise<void> {
+      clearInterval(heartbeat)
+      for (const w of watched.values()) w.watcher?.stop()
+      watched.clear()
+      await Promise.allSettled([...local.keys()].map((channel) => o.kv.delete(keyOf(channel))))
+      local.clear()
+    },
+  }
+}
+
+export type Presence = ReturnType<typeof createPresence>

@@ -1,0 +1,346 @@
+import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js'
+import type { SessionRevocations } from '../actors/session-revocations.js'
+import type { ActorSystem } from '../actors/system.js'
+import type { AccessTokens } from '../core/access-tokens.js'
+import { AppError, internalError, problemOf } from '../core/errors.js'
+import { parseChannel, type ChannelEvent } from '../core/events.js'
+import { newId, newRequestId } from '../core/ids.js'
+import type { Logger } from '../core/log.js'
+import type { ChannelHub } from './channel-hub.js'
+import { topicOf } from './channel-hub.js'
+import type { Presence } from './presence.js'
+import { ClientFrame, decodeFrame, encodeFrame, subprotocols, type WireProtocol } from './ws-frames.js'
+import type { WsMetrics } from './ws-metrics.js'
+import { runRpc } from './ws-rpc.js'
+
+export interface WsOptions {
+  app: TemplatedApp
+  path: string
+  corsOrigins: readonly string[]
+  actors: ActorSystem
+  tokens: AccessTokens
+  revocations: SessionRevocations
+  hub: ChannelHub
+  presence: Presence
+  metrics: WsMetrics
+  log: Logger
+  maxFrameBytes: number
+  idleTimeoutS: number
+  authTimeoutMs: number
+  ratePerSecond: number
+  rateBurst: number
+  maxBufferedBytes: number
+  maxBadFrames: number
+}
+
+/** Close codes of API.md. */
+export const CloseCode = { unauthenticated: 4001, revoked: 4003, tooSlow: 4008, rateLimited: 4029, badFrames: 1008, goingAway: 1001 } as const
+
+interface Conn {
+  id: string
+  protocol: WireProtocol
+  ws: WebSocket<Conn> | undefined
+  open: boolean
+  user: { userId: string; sessionId: string } | undefined
+  /** Channels this socket is subscribed to (or joining). */
+  subs: Set<string>
+  authTimer: NodeJS.Timeout | undefined
+  badFrames: number
+  tokens: number
+  refilledAt: number
+}
+
+/**
+ * `GET /v1/ws`: the WebSocket sessions of API.md. Sockets authenticate with their first frame, subscribe to
+ * channels the owning actor allows, receive events through the channel hub (uWebSockets.js topics), resume
+ * with `since`, run RPC commands through the same actors as HTTP, and see presence. Revocation reaches open
+ * sockets: a membership change drops the channel, a revoked session closes the socket.
+ */
+export function createWsServer(o: WsOptions) {
+  const conns = new Set<Conn>()
+  const bySession = new Map<string, Set<Conn>>()
+  const byUser = new Map<string, Set<Conn>>()
+  const allowed = new Set(o.corsOrigins)
+  let draining = false
+
+  const index = (map: Map<string, Set<Conn>>, key: string, conn: Conn, add: boolean) => {
+    const set = map.get(key) ?? new Set<Conn>()
+    if (add) set.add(conn)
+    else set.delete(conn)
+    if (set.size > 0) map.set(key, set)
+    else map.delete(key)
+  }
+
+  const close = (conn: Conn, code: number, reason: string) => {
+    if (!conn.open || !conn.ws) return
+    o.metrics.closed.labels(String(code)).inc()
+    if (code === CloseCode.tooSlow) o.metrics.slowReadersClosed.inc()
+    // end() runs the close handler synchronously, which does the bookkeeping.
+    conn.ws.end(code, reason)
+  }
+
+  /** Sends one frame to one socket, from inside a uWS callback or after an await alike. */
+  const send = (conn: Conn, frame: unknown) => {
+    if (!conn.open || !conn.ws) return
+    const ws = conn.ws
+    const data = encodeFrame(frame, conn.protocol)
+    ws.cork(() => ws.send(data, conn.protocol === 'msgpack'))
+    if (ws.getBufferedAmount() > o.maxBufferedBytes) close(conn, CloseCode.tooSlow, 'too slow a reader')
+  }
+  const sendRaw = (conn: Conn, data: string | Uint8Array) => {
+    if (!conn.open || !conn.ws) return
+    const ws = conn.ws
+    ws.cork(() => ws.send(data, typeof data !== 'string'))
+  }
+  const error = (conn: Conn, id: string | number | undefined, err: unknown) => {
+    const e = err instanceof AppError ? err : internalError(err)
+    if (!(err instanceof AppError)) o.log.error({ err, connectionId: conn.id }, 'websocket command failed')
+    const problem = problemOf(e, conn.id)
+    send(conn, { ...(id !== undefined ? { id } : {}), type: 'error', code: e.code, message: e.message, ...(problem.errors ? { errors: problem.errors } : {}) })
+  }
+
+  /** Drops one channel from a socket: stops its topic, its feed reference and its presence. */
+  const drop = (conn: Conn, channel: string) => {
+    if (!conn.subs.delete(channel)) return
+    o.metrics.subscriptions.dec()
+    if (conn.open && conn.ws) conn.ws.unsubscribe(topicOf(channel, conn.protocol))
+    o.hub.release(channel)
+    if (channel.startsWith('org:') && conn.user) {
+      o.presence.leave(channel, conn.user.userId)
+      o.presence.unwatch(channel)
+    }
+  }
+
+  const authorize = async (conn: Conn, channel: string): Promise<void> => {
+    const parsed = parseChannel(channel)
+    if (!parsed) throw new AppError('validation.failed', 'channels are `org:<id>` or `user:<id>`', { errors: [{ path: 'channel', message: 'unknown channel' }] })
+    const user = conn.user!
+    if (parsed.kind === 'user') {
+      if (parsed.id !== user.userId) throw new AppError('rbac.forbidden', 'a user channel is only its user’s')
+      return
+    }
+    try {
+      await o.actors.ask('org', parsed.id, { type: 'channel.authorize' }, { principal: { type: 'user', ...user }, requestId: newRequestId() })
+    } catch (err) {
+      // Not a member (or no such organization) looks the same as lacking the permission.
+      if (err instanceof AppError && (err.code === 'not_found' || err.code === 'rbac.forbidden')) throw new AppError('rbac.forbidden', `not permitted on ${channel}`)
+      throw err
+    }
+  }
+
+  const subscribe = async (conn: Conn, id: string | number, channel: string, since: number | undefined) => {
+    if (conn.subs.has(channel)) return send(conn, { id, type: 'ok' })
+    await authorize(conn, channel)
+    if (!conn.open) return
+    if (conn.subs.has(channel)) return send(conn, { id, type: 'ok' })
+    conn.subs.add(channel)
+    o.metrics.subscriptions.inc()
+    const user = conn.user!
+    const isOrg = channel.startsWith('org:')
+    if (isOrg) {
+      o.presence.join(channel, user.userId)
+      await o.presence.watch(channel)
+    }
+    const feed = await o.hub.acquire(channel)
+    let replay: ChannelEvent[] = []
+    if (since !== undefined && !(feed.liveSeq !== undefined && (since >= feed.liveSeq || (feed.ring[0] && feed.ring[0].event.seq <= since + 1)))) {
+      // Not all in this node's recent events: the stream has the rest.
+      const history = await o.hub.history(channel, feed.subject, since)
+      if (history.expired) {
+        drop(conn, channel)
+        throw new AppError('history.expired', `events after ${since} on ${channel} are no longer kept; fetch the current state again`)
+      }
+      replay = history.events
+      if (feed.liveSeq === undefined) feed.liveSeq = history.lastSeq
+      else if (feed.liveSeq < history.lastSeq) await feed.reach(history.lastSeq, 2_000)
+    }
+    if (!conn.open || !conn.subs.has(channel)) return
+    // From here to the topic subscription nothing awaits, so no live event can fall between replay and live.
+    send(conn, { id, type: 'ok' })
+    let last = since ?? Number.POSITIVE_INFINITY
+    for (const e of replay) {
+      if (e.seq <= last) continue
+      send(conn, { type: 'event', channel, seq: e.seq, event: { type: e.type, data: e.data, at: e.at, ...(e.requestId ? { requestId: e.requestId } : {}) } })
+      last = e.seq
+      o.metrics.replayed.inc()
+    }
+    if (since !== undefined) {
+      for (const d of feed.ring) {
+        if (d.event.seq <= last) continue
+        sendRaw(conn, conn.protocol === 'json' ? d.json : d.msgpack)
+        last = d.event.seq
+        o.metrics.replayed.inc()
+      }
+    }
+    conn.ws!.subscribe(topicOf(channel, conn.protocol))
+  }
+
+  const authenticate = async (conn: Conn, token: string) => {
+    let claims
+    try {
+      claims = o.tokens.cached(token) ?? (await o.tokens.verify(token))
+    } catch {
+      return close(conn, CloseCode.unauthenticated, 'invalid token')
+    }
+    if (!conn.open) return
+    if (o.revocations.isRevoked(claims.sid)) return close(conn, CloseCode.revoked, 'session revoked')
+    clearTimeout(conn.authTimer)
+    conn.user = { userId: claims.sub, sessionId: claims.sid }
+    index(bySession, claims.sid, conn, true)
+    index(byUser, claims.sub, conn, true)
+    send(conn, { type: 'ready', userId: claims.sub, sessionId: claims.sid, connectionId: conn.id })
+  }
+
+  const handle = async (conn: Conn, frame: ClientFrame) => {
+    if (!conn.user) {
+      if (frame.type !== 'auth') return close(conn, CloseCode.unauthenticated, 'the first frame must be auth')
+      return authenticate(conn, frame.token)
+    }
+    switch (frame.type) {
+      case 'auth':
+        return error(conn, undefined, new AppError('bad_request', 'already authenticated'))
+      case 'ping':
+        return send(conn, { type: 'pong' })
+      case 'subscribe':
+        return subscribe(conn, frame.id, frame.channel, frame.since).catch((err: unknown) => error(conn, frame.id, err))
+      case 'unsubscribe':
+        drop(conn, frame.channel)
+        return send(conn, { id: frame.id, type: 'ok' })
+      case 'presence':
+        if (!frame.channel.startsWith('org:') || !conn.subs.has(frame.channel)) {
+          return error(conn, frame.id, new AppError('rbac.forbidden', 'subscribe to the org channel before asking who is there'))
+        }
+        return send(conn, { id: frame.id, type: 'presence', channel: frame.channel, members: o.presence.members(frame.channel) })
+      case 'rpc':
+        return runRpc(o.actors, frame.method, frame.params, { type: 'user', ...conn.user }, newRequestId()).then(
+          (result) => send(conn, { id: frame.id, type: 'result', result: result ?? null }),
+          (err: unknown) => error(conn, frame.id, err),
+        )
+    }
+  }
+
+  const badFrame = (conn: Conn, err: AppError) => {
+    conn.badFrames++
+    error(conn, undefined, err)
+    if (conn.badFrames >= o.maxBadFrames) close(conn, CloseCode.badFrames, 'too many bad frames')
+  }
+
+  /** Token bucket per connection: a steady rate with a burst allowance. */
+  const withinRate = (conn: Conn) => {
+    const now = performance.now()
+    conn.tokens = Math.min(o.rateBurst, conn.tokens + ((now - conn.refilledAt) / 1000) * o.ratePerSecond)
+    conn.refilledAt = now
+    if (conn.tokens < 1) return false
+    conn.tokens -= 1
+    return true
+  }
+
+  // Membership changes reach open sockets through the organization's own channel, on every node.
+  o.hub.onEvent = (event) => {
+    if (event.type !== 'member.removed' && event.type !== 'member.updated' && event.type !== 'org.deleted') return
+    const channel = event.channel
+    const userId = (event.data as { userId?: string } | null)?.userId
+    const affected = event.type === 'org.deleted' ? [...conns] : [...(byUser.get(userId ?? '') ?? [])]
+    for (const conn of affected) {
+      if (!conn.subs.has(channel)) continue
+      const revoke = (reason: string) => {
+        if (!conn.subs.has(channel)) return
+        drop(conn, channel)
+        send(conn, { type: 'unsubscribed', channel, reason })
+      }
+      if (event.type === 'member.updated') authorize(conn, channel).catch(() => revoke('forbidden'))
+      else revoke(event.type === 'org.deleted' ? 'deleted' : 'removed')
+    }
+  }
+  o.revocations.onRevoked((sessionId) => {
+    for (const conn of [...(bySession.get(sessionId) ?? [])]) close(conn, CloseCode.revoked, 'session revoked')
+  })
+
+  // uWebSockets.js skips a socket whose buffer is full rather than closing it; this watch closes readers that
+  // fell too far behind before that can happen, so they reconnect and resume instead of silently missing events.
+  const watchdog = setInterval(() => {
+    for (const conn of conns) if (conn.open && conn.ws && conn.ws.getBufferedAmount() > o.maxBufferedBytes) close(conn, CloseCode.tooSlow, 'too slow a reader')
+    o.metrics.presence.set(o.presence.size())
+  }, 100)
+  watchdog.unref()
+
+  o.app.ws<Conn>(o.path, {
+    maxPayloadLength: o.maxFrameBytes,
+    idleTimeout: o.idleTimeoutS,
+    sendPingsAutomatically: true,
+    // Above our own limit, so the watchdog closes slow readers before uWebSockets.js starts skipping them.
+    maxBackpressure: o.maxBufferedBytes * 16,
+    upgrade(res: HttpResponse, req: HttpRequest, context: us_socket_context_t) {
+      const origin = req.getHeader('origin')
+      const key = req.getHeader('sec-websocket-key')
+      const offered = req.getHeader('sec-websocket-protocol')
+      const extensions = req.getHeader('sec-websocket-extensions')
+      const refuse = (status: string, err: AppError): void => {
+        res.cork(() => res.writeStatus(status).writeHeader('content-type', 'application/problem+json').end(JSON.stringify(problemOf(err, newRequestId()))))
+      }
+      if (draining) return refuse('503 Service Unavailable', new AppError('unavailable', 'this node is shutting down; connect to another'))
+      // A browser always sends Origin; servers and native clients usually do not, and are not a CSRF risk.
+      if (origin && !allowed.has(origin)) return refuse('403 Forbidden', new AppError('cors.origin_not_allowed', `origin ${origin} is not allowed`))
+      let protocol: WireProtocol = 'json'
+      let chosen = ''
+      if (offered) {
+        const known = offered.split(',').map((p) => p.trim()).find((p) => p in subprotocols)
+        if (!known) return refuse('400 Bad Request', new AppError('bad_request', `unsupported subprotocol; use ${Object.keys(subprotocols).join(' or ')}`))
+        protocol = subprotocols[known]!
+        chosen = known
+      }
+      const conn: Conn = { id: newId(), protocol, ws: undefined, open: false, user: undefined, subs: new Set(), authTimer: undefined, badFrames: 0, tokens: o.rateBurst, refilledAt: performance.now() }
+      res.cork(() => res.upgrade(conn, key, chosen, extensions, context))
+    },
+    open(ws) {
+      const conn = ws.getUserData()
+      conn.ws = ws
+      conn.open = true
+      conns.add(conn)
+      o.metrics.connections.inc()
+      conn.authTimer = setTimeout(() => close(conn, CloseCode.unauthenticated, 'no auth frame in time'), o.authTimeoutMs)
+    },
+    message(ws, data, isBinary) {
+      const conn = ws.getUserData()
+      if (!withinRate(conn)) return close(conn, CloseCode.rateLimited, 'rate limited')
+      let decoded: unknown
+      try {
+        decoded = decodeFrame(data, isBinary, conn.protocol)
+      } catch {
+        return badFrame(conn, new AppError('validation.malformed_json', `the frame is not valid ${conn.protocol === 'json' ? 'JSON text' : 'MessagePack'}`))
+      }
+      const parsed = ClientFrame.safeParse(decoded)
+      if (!parsed.success) {
+        return badFrame(conn, new AppError('validation.failed', 'unknown or malformed frame', { errors: parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message })) }))
+      }
+      void handle(conn, parsed.data).catch((err: unknown) => error(conn, 'id' in parsed.data ? parsed.data.id : undefined, err))
+    },
+    close(ws) {
+      const conn = ws.getUserData()
+      conn.open = false
+      clearTimeout(conn.authTimer)
+      conns.delete(conn)
+      o.metrics.connections.dec()
+      for (const channel of [...conn.subs]) drop(conn, channel)
+      if (conn.user) {
+        index(bySession, conn.user.sessionId, conn, false)
+        index(byUser, conn.user.userId, conn, false)
+      }
+      conn.ws = undefined
+    },
+  })
+
+  return {
+    get connections() {
+      return conns.size
+    },
+    /** Refuses new sockets and closes open ones with 1001, so clients reconnect to another node and resume. */
+    closeAll(): void {
+      draining = true
+      clearInterval(watchdog)
+      for (const conn of [...conns]) close(conn, CloseCode.goingAway, 'node shutting down')
+    },
+  }
+}
+
+export type WsServer = ReturnType<typeof createWsServer>
