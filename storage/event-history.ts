@@ -28,22 +28,21 @@ export function createEventHistory(nc: NatsConnection, stream: string, currentSe
     if (lastSeq <= since) return { expired: false, events: [], lastSeq }
     const consumer = await js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All })
     const events: ChannelEvent[] = []
-    let first: number | undefined
+    let first = true
+    // consume() hands messages over as they come, so reading stops at the last one instead of waiting out a
+    // fetch's expiry for a batch that will not fill.
+    const messages = await consumer.consume({ max_messages: 256 })
     try {
-      while (events.length === 0 || events.at(-1)!.seq < lastSeq) {
-        const batch = await consumer.fetch({ max_messages: 500, expires: 2_000 })
-        let got = 0
-        for await (const m of batch) {
-          got++
-          const e = decode(m.data)
-          first ??= e.seq
-          if (first > since + 1) return { expired: true }
-          if (e.seq > since && e.seq <= lastSeq && (events.length === 0 || e.seq > events.at(-1)!.seq)) events.push(e)
-          if (e.seq >= lastSeq) break
-        }
-        if (got === 0) break
+      for await (const m of messages) {
+        const e = decode(m.data)
+        // The oldest event kept is already past the one the client needs next.
+        if (first && e.seq > since + 1) return { expired: true }
+        first = false
+        if (e.seq > since && e.seq <= lastSeq && (events.length === 0 || e.seq > events.at(-1)!.seq)) events.push(e)
+        if (e.seq >= lastSeq) break
       }
     } finally {
+      messages.stop()
       await consumer.delete().catch(() => undefined)
     }
     return { expired: false, events, lastSeq }
