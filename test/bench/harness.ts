@@ -94,7 +94,7 @@ export interface ServerProcess {
 
 export interface StartServerOptions {
   name: string
-  /** Script path relative to the repository root, run as `node --import tsx <script>`. */
+  /** Script path relative to the repository root: a `.js` file runs as `node <script>`, TypeScript as `node --import tsx <script>`. */
   script: string
   args?: string[]
   env?: Record<string, string>
@@ -107,11 +107,12 @@ export interface StartServerOptions {
 }
 
 /**
- * Starts a TypeScript entry point as its own Node process (one process: `node --import tsx`, not the tsx
- * CLI, which would add a supervising parent) and resolves once it printed its port.
+ * Starts an entry point as its own Node process (TypeScript through `node --import tsx`, not the tsx CLI,
+ * which would add a supervising parent) and resolves once it printed its port.
  */
 export function startServer(options: StartServerOptions): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', options.script, ...(options.args ?? [])], {
+  const loader = options.script.endsWith('.js') ? [] : ['--import', 'tsx']
+  const child = spawn(process.execPath, [...loader, options.script, ...(options.args ?? [])], {
     cwd: root,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -336,17 +337,29 @@ export async function expectResponse(url: string, status: number, body: string):
   if (res.status !== status || text !== body) throw new Error(`GET ${url} answered ${res.status} ${text}, expected ${status} ${body}`)
 }
 
+let built = false
+/** `npm run build`, once per benchmark run: our server is measured as `npm start` runs it, from dist/. */
+export function buildOnce(): void {
+  if (built) return
+  process.stderr.write('[bench] npm run build\n')
+  // Its output goes to stderr with the harness's progress; stdout is kept for the results.
+  const result = spawnSync('npm', ['run', '--silent', 'build'], { cwd: root, stdio: ['ignore', 2, 2] })
+  if (result.error || result.status !== 0) throw new Error(`npm run build failed (${result.error?.message ?? `exit ${result.status ?? result.signal}`})`)
+  built = true
+}
+
 /**
- * The pair every HTTP scenario compares: the raw uWebSockets.js hello world and our `main.ts`, each in its
- * own process, ours on the isolated database and namespace. Both are pushed onto `servers` as they start, so
- * the caller stops whatever did start even when the second one fails.
+ * The pair every HTTP scenario compares: the raw uWebSockets.js hello world and our server (dist/main.js,
+ * built first), each in its own process, ours on the isolated database and namespace. Both are pushed onto
+ * `servers` as they start, so the caller stops whatever did start even when the second one fails.
  */
 export async function startRawAndOurs(isolated: Isolated, servers: ServerProcess[], env: Record<string, string> = {}): Promise<{ raw: ServerProcess; ours: ServerProcess }> {
+  buildOnce()
   const raw = await startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine })
   servers.push(raw)
   const ours = await startServer({
-    name: 'main.ts',
-    script: 'main.ts',
+    name: 'dist/main.js',
+    script: 'dist/main.js',
     env: { ...isolated.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', SHUTDOWN_TIMEOUT_MS: '2000', ...env },
     portFrom: nodeStartedLine,
   })
