@@ -126,6 +126,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       refreshTtlDays: config.refreshTokenTtlDays,
       refreshGraceMs: config.refreshReuseGraceMs,
       publicUrl: config.publicUrl,
+      events,
     }),
   ]
   const actors = createActorSystem({

@@ -17,6 +17,9 @@ import { findUser, insertUser, setPasswordHash, updateUser, type User } from '..
 import { expectFenced } from './errors.js'
 import { defineKind, type ActorKind, type Command, type MessageContext, type Outcome } from './kind.js'
 import type { SessionRevocations } from './session-revocations.js'
+import type { EventPublisher } from './event-publisher.js'
+import { userChannel, type ChannelEvent } from '../core/events.js'
+import { channelSeq, insertEvents } from '../storage/outbox.js'
 
 export interface UserActorDeps {
   sql: Sql
@@ -27,6 +30,7 @@ export interface UserActorDeps {
   refreshGraceMs: number
   /** Base of the links in emails. */
   publicUrl: string
+  events: EventPublisher
 }
 
 interface Replay {
@@ -40,6 +44,8 @@ interface UserState {
   view: PublicUser | undefined
   /** Recent rotations by old token hash (hex): a retry within the grace window gets the same new token. */
   replays: ReadonlyMap<string, Replay>
+  /** The last event number of the user's channel. */
+  seq: number
 }
 
 export interface IssuedSession {
@@ -88,9 +94,16 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
     name: 'user',
     async load(id) {
       const user = await findUser(d.sql, id)
-      return { user, view: user && publicUser(user), replays: new Map() }
+      const seq = user ? await channelSeq(d.sql, userChannel(id)) : 0
+      // Events a previous owner committed but did not publish go out before this activation's.
+      if (user) void d.events.flush(userChannel(id))
+      return { user, view: user && publicUser(user), replays: new Map(), seq }
     },
     handle(state, command, ctx) {
+      if (command.type === 'outbox.flush') {
+        void d.events.flush(userChannel(ctx.id))
+        return { reply: null }
+      }
       // Reads from memory answer synchronously; everything else may touch the database.
       if (command.type === 'user.get') {
         if (!state.user) throw notFound('user')
@@ -106,6 +119,18 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
       if (!state.user) throw notFound('user')
       return state.user
     }
+    // One event per change on the user's own channel, written in the change's transaction (`record`) and
+    // handed to the publisher once it committed (`adopt`).
+    let pending: ChannelEvent | undefined
+    const record = async (tx: Queryable, type: string, data: unknown) => {
+      pending = { id: newId(), channel: userChannel(userId), seq: state.seq + 1, type, data, at: new Date().toISOString(), requestId: ctx.requestId }
+      await insertEvents(tx, [pending])
+    }
+    const adopt = <T extends UserState>(next: T): T => {
+      if (!pending) return next
+      d.events.publish([pending])
+      return { ...next, seq: pending.seq }
+    }
     switch (command.type) {
       case 'user.register': {
         if (state.user) throw new AppError('conflict', 'this user already exists')
@@ -115,11 +140,12 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
           const user = await insertUser(tx, { id: userId, email: c.email, name: c.name, hash: c.hash })
           if (!user) throw new AppError('auth.email_taken', 'an account with this email already exists')
           await insertSession(tx, { id: sessionId, userId, userAgent: c.userAgent, ip: c.ip })
+          await record(tx, 'session.created', { sessionId })
           return { user, refreshToken: await issue(tx, sessionId), verifyToken: await oneTime(tx, userId, 'email_verify', 24 * 60) }
         })
         await verifyEmail(user, verifyToken).catch((err: unknown) => ctx.log.error({ err, userId }, 'verification email not sent'))
         const view = publicUser(user)
-        return { state: { ...state, user, view }, reply: { user: view, sessionId, refreshToken } }
+        return { state: adopt({ ...state, user, view }), reply: { user: view, sessionId, refreshToken } }
       }
       case 'user.get':
         existing()
@@ -128,10 +154,14 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
         const user = existing()
         const c = command as Command & { name?: string; ifMatch?: number }
         if (c.ifMatch !== undefined && c.ifMatch !== user.version) throw new AppError('conflict', `version ${c.ifMatch} is stale; the current version is ${user.version}`)
-        const updated = await updateUser(d.sql, userId, user.version, { ...(c.name !== undefined ? { name: c.name } : {}) })
-        expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
-        const view = publicUser(updated!)
-        return { state: { ...state, user: updated, view }, reply: view }
+        const updated = await d.sql.begin(async (tx) => {
+          const row = await updateUser(tx, userId, user.version, { ...(c.name !== undefined ? { name: c.name } : {}) })
+          expectFenced(row ? 1 : 0, `user ${userId}`, user.version)
+          await record(tx, 'user.updated', publicUser(row!))
+          return row!
+        })
+        const view = publicUser(updated)
+        return { state: adopt({ ...state, user: updated, view }), reply: view }
       }
       case 'session.create': {
         existing()
@@ -140,9 +170,10 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
         const refreshToken = await d.sql.begin(async (tx) => {
           await insertSession(tx, { id: sessionId, userId, userAgent: c.userAgent, ip: c.ip })
           if (c.rehash) await setPasswordHash(tx, userId, c.rehash)
+          await record(tx, 'session.created', { sessionId, userAgent: c.userAgent })
           return issue(tx, sessionId)
         })
-        return { reply: { sessionId, refreshToken } satisfies IssuedSession }
+        return { state: adopt({ ...state }), reply: { sessionId, refreshToken } satisfies IssuedSession }
       }
       case 'session.refresh': {
         existing()
@@ -161,8 +192,16 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
         if (!rotated) {
           // RFC 9700 reuse detection: a rotated token came back after its grace window, so one of its holders
           // is not the legitimate client. The whole session dies.
-          const ids = await revokeSessions(d.sql, userId, 'refresh_reused', row.sessionId)
+          const ids = await d.sql.begin(async (tx) => {
+            const revoked = await revokeSessions(tx, userId, 'refresh_reused', row.sessionId)
+            await record(tx, 'session.revoked', { sessionIds: revoked, reason: 'refresh_reused' })
+            return revoked
+          })
           await d.revocations.revoke(ids)
+          // This message fails on purpose after a committed change, so its state is not adopted; the channel's
+          // number must move on regardless (the one field a failing handler here may touch).
+          d.events.publish([pending!])
+          ;(state as { seq: number }).seq = pending!.seq
           ctx.log.warn({ userId, sessionId: row.sessionId, requestId: ctx.requestId }, 'refresh token reused: session revoked')
           throw new AppError('auth.refresh_reused', 'this refresh token was already used; the session has been revoked')
         }
@@ -173,21 +212,30 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
       }
       case 'session.revoke': {
         const c = command as Command & { sessionId?: string; reason: string }
-        const ids = await revokeSessions(d.sql, userId, c.reason, c.sessionId)
-        if (c.sessionId && ids.length === 0) throw notFound('session')
+        const ids = await d.sql.begin(async (tx) => {
+          const revoked = await revokeSessions(tx, userId, c.reason, c.sessionId)
+          if (c.sessionId && revoked.length === 0) throw notFound('session')
+          if (revoked.length > 0) await record(tx, 'session.revoked', { sessionIds: revoked, reason: c.reason })
+          return revoked
+        })
         await d.revocations.revoke(ids)
-        return { reply: { revoked: ids } }
+        return { state: adopt({ ...state }), reply: { revoked: ids } }
       }
       case 'sessions.list':
         return { reply: await listSessions(d.sql, userId) }
       case 'email.verify': {
         const user = existing()
-        if (!(await consumeOneTimeToken(d.sql, String(command.tokenId)))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
-        if (user.emailVerifiedAt) return { reply: state.view }
-        const updated = await updateUser(d.sql, userId, user.version, { emailVerifiedAt: new Date() })
-        expectFenced(updated ? 1 : 0, `user ${userId}`, user.version)
-        const view = publicUser(updated!)
-        return { state: { ...state, user: updated, view }, reply: view }
+        const updated = await d.sql.begin(async (tx) => {
+          if (!(await consumeOneTimeToken(tx, String(command.tokenId)))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
+          if (user.emailVerifiedAt) return undefined
+          const row = await updateUser(tx, userId, user.version, { emailVerifiedAt: new Date() })
+          expectFenced(row ? 1 : 0, `user ${userId}`, user.version)
+          await record(tx, 'user.email_verified', publicUser(row!))
+          return row!
+        })
+        if (!updated) return { reply: state.view }
+        const view = publicUser(updated)
+        return { state: adopt({ ...state, user: updated, view }), reply: view }
       }
       case 'password.forgot': {
         const user = existing()
@@ -207,10 +255,12 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
         const revoked = await d.sql.begin(async (tx) => {
           if (!(await consumeOneTimeToken(tx, c.tokenId))) throw new AppError('auth.invalid_one_time_token', 'the token is invalid, used or expired')
           await setPasswordHash(tx, userId, c.hash)
-          return revokeSessions(tx, userId, 'password_reset')
+          const ids = await revokeSessions(tx, userId, 'password_reset')
+          await record(tx, 'password.reset', { revokedSessions: ids })
+          return ids
         })
         await d.revocations.revoke(revoked)
-        return { state: { ...state, replays: new Map() }, reply: { revoked } }
+        return { state: adopt({ ...state, replays: new Map() }), reply: { revoked } }
       }
       default:
         throw new AppError('bad_request', `unknown user command ${command.type}`)

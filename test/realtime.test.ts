@@ -124,6 +124,28 @@ describe('delivery', () => {
   })
 })
 
+describe('the user channel', () => {
+  test("a user's own changes and session events arrive on user:<id>, in order, on every node", async () => {
+    const user = await register(a.url)
+    const channel = `user:${user.user.id}`
+    const onB = await ws(b, user)
+    await onB.subscribe(channel, 0)
+    // Registration opened the first session.
+    expect((await onB.events(channel, 1))[0]).toMatchObject({ seq: 1, event: { type: 'session.created' } })
+    const renamed = await fetch(`${a.url}/v1/users/me`, { method: 'PATCH', body: JSON.stringify({ name: 'Renamed' }), headers: { 'content-type': 'application/json', ...bearer(user.accessToken) } })
+    expect(renamed.status).toBe(200)
+    const login = (await (await fetch(`${a.url}/v1/auth/login`, json({ email: user.user.email, password: 'correct horse battery staple' }))).json()) as SignedIn
+    expect((await fetch(`${a.url}/v1/auth/logout`, json({ refreshToken: login.refreshToken }))).status).toBe(204)
+    const events = await onB.events(channel, 3)
+    expect(events.map((e) => [e.seq, (e.event as { type: string }).type])).toEqual([
+      [2, 'user.updated'],
+      [3, 'session.created'],
+      [4, 'session.revoked'],
+    ])
+    expect((events[0]!.event as { data: { name: string } }).data.name).toBe('Renamed')
+  })
+})
+
 describe('the relay', () => {
   let proxy: TcpProxy
   let host: TestNode
