@@ -61,6 +61,23 @@ export class Activation {
       envelope.reject(new MovedError(`${this.kind.name}/${this.id} is passivating`))
       return true
     }
+    // An idle, loaded actor runs the message at once: no queue, no mailbox gauge, no async pump, so an in-memory
+    // reply is given before enqueue returns. The lease was checked on arrival, in this same tick (the system does,
+    // before delivering); the pump re-checks only for messages that waited. A passed deadline takes the pump's path.
+    if (!this.running && this.depth === 0 && this.state !== unloaded) {
+      const now = Date.now()
+      if (envelope.deadline > now) {
+        this.running = true
+        let running: Promise<void> | undefined
+        try {
+          running = this.run(envelope)
+        } finally {
+          if (running) this.start(running)
+          else this.ranDry(now)
+        }
+        return true
+      }
+    }
     if (this.depth >= this.capacity) return false
     this.queue.push(envelope)
     this.metrics.mailboxDepth.inc()
@@ -106,13 +123,15 @@ export class Activation {
     return envelope
   }
 
-  private start(): void {
-    this.pump().catch((err: unknown) => this.log.error({ err, kind: this.kind.name, id: this.id }, 'actor mailbox failed'))
+  /** `first`: a message already running, which the pump waits for before taking the next. */
+  private start(first?: Promise<void>): void {
+    this.pump(first).catch((err: unknown) => this.log.error({ err, kind: this.kind.name, id: this.id }, 'actor mailbox failed'))
   }
 
-  private async pump(): Promise<void> {
+  private async pump(first?: Promise<void>): Promise<void> {
     this.running = true
     try {
+      if (first) await first
       while (this.depth > 0) {
         if (!this.owns()) {
           // The lease ran out while these waited. Only this node received them (no other node could hold the
@@ -135,11 +154,16 @@ export class Activation {
         if (running) await running
       }
     } finally {
-      this.running = false
-      this.lastActive = Date.now()
-      if (this.depth > 0 && !this.closed) this.start()
-      for (const wake of this.waiters.splice(0)) wake()
+      this.ranDry(Date.now())
     }
+  }
+
+  /** Nothing runs any more: a message that arrived meanwhile (from within a handler) starts the pump again. */
+  private ranDry(now: number): void {
+    this.running = false
+    this.lastActive = now
+    if (this.depth > 0 && !this.closed) this.start()
+    if (this.waiters.length > 0) for (const wake of this.waiters.splice(0)) wake()
   }
 
   private async load(): Promise<boolean> {

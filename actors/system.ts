@@ -112,10 +112,28 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
     if (sub) await withTimeout(sub.drain(), 2_000, 'subscription drain').catch(() => sub.unsubscribe())
   }
 
-  function local<R>(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): Promise<R> {
+  // Ids reach us as every kind of V8 string (sliced, cons, flat), which makes partitionOf's char loop
+  // polymorphic and ten times slower; a Map hashes any string natively and keeps the hash on it. Only ids
+  // that passed the check are remembered, so a hit skips the regex too.
+  const partitionsById = new Map<string, Map<string, number>>()
+  const partitionFor = (kind: string, id: string): number => {
+    let byId = partitionsById.get(kind)
+    if (!byId) partitionsById.set(kind, (byId = new Map()))
+    let partition = byId.get(id)
+    if (partition === undefined) {
+      if (!safeId.test(id)) throw new AppError('validation.failed', `actor id ${JSON.stringify(id)} is not a valid id`)
+      if (byId.size >= 10_000) byId.clear()
+      partition = partitionOf(kind, id, o.partitions)
+      byId.set(id, partition)
+    }
+    return partition
+  }
+
+  /** Hands the message to this process's mailbox; the envelope says at once whether it was already answered. */
+  function deliverLocally(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): LocalEnvelope {
     const envelope = new LocalEnvelope(kind, id, command, principal, requestId, deadline)
     host.deliver(kind, id, partition, envelope)
-    return envelope.promise as Promise<R>
+    return envelope
   }
 
   async function remote<R>(kind: string, id: string, partition: number, command: Command, principal: Principal, requestId: string, deadline: number): Promise<R> {
@@ -131,23 +149,53 @@ export function createActorSystem(o: ActorSystemOptions): ActorSystem {
     return decodeReply(reply.data) as R
   }
 
-  async function ask<R>(kind: string, id: string, command: Command, options: AskOptions = {}): Promise<R> {
-    if (!safeId.test(id)) throw new AppError('validation.failed', `actor id ${JSON.stringify(id)} is not a valid id`)
-    const deadline = options.deadline ?? Date.now() + (options.timeoutMs ?? o.askTimeoutMs)
-    const principal = options.principal ?? anonymous
-    const requestId = options.requestId ?? newRequestId()
-    const partition = partitionOf(kind, id, o.partitions)
-    for (let attempt = 0; ; attempt++) {
+  // Not async: a local actor that answers while the message is delivered (an in-memory read) costs one settled
+  // Promise, with no deadline timer and no async frame. Everything else goes through `untilAnswered`.
+  function ask<R>(kind: string, id: string, command: Command, options: AskOptions = {}): Promise<R> {
+    try {
+      const partition = partitionFor(kind, id)
+      const deadline = options.deadline ?? Date.now() + (options.timeoutMs ?? o.askTimeoutMs)
+      const principal = options.principal ?? anonymous
+      const requestId = options.requestId ?? newRequestId()
+      // Same process owns it: skip the network, keep the mailbox.
+      if (!(leases?.owns(partition) && host.serves(partition))) return untilAnswered<R>(kind, id, partition, command, principal, requestId, deadline, 0, undefined)
+      const envelope = deliverLocally(kind, id, partition, command, principal, requestId, deadline)
+      if (envelope.moved) return untilAnswered<R>(kind, id, partition, command, principal, requestId, deadline, 1, undefined)
+      const answer = envelope.answer() as Promise<R>
+      return envelope.settled ? answer : untilAnswered<R>(kind, id, partition, command, principal, requestId, deadline, 0, answer)
+    } catch (err) {
+      return Promise.reject(err as Error)
+    }
+  }
+
+  /** Attempt `attempt` onwards, backing off between attempts; `pending` is a local attempt already under way. */
+  async function untilAnswered<R>(
+    kind: string,
+    id: string,
+    partition: number,
+    command: Command,
+    principal: Principal,
+    requestId: string,
+    deadline: number,
+    attempt: number,
+    pending: Promise<R> | undefined,
+  ): Promise<R> {
+    for (; ; attempt++) {
+      if (attempt > 0) {
+        const remaining = deadline - Date.now()
+        if (remaining <= 0) throw timeoutError(kind, id)
+        await new Promise((r) => setTimeout(r, Math.min(remaining, 5 * 2 ** Math.min(attempt - 1, 5))))
+      }
       try {
-        // Same process owns it: skip the network, keep the mailbox.
-        if (leases?.owns(partition) && host.serves(partition)) return await local<R>(kind, id, partition, command, principal, requestId, deadline)
+        if (pending) return await pending
+        if (leases?.owns(partition) && host.serves(partition)) {
+          return (await deliverLocally(kind, id, partition, command, principal, requestId, deadline).answer()) as R
+        }
         return await remote<R>(kind, id, partition, command, principal, requestId, deadline)
       } catch (err) {
         // Moved means the message was not handled: retrying cannot apply it twice.
         if (!(err instanceof MovedError)) throw err
-        const remaining = deadline - Date.now()
-        if (remaining <= 0) throw timeoutError(kind, id)
-        await new Promise((r) => setTimeout(r, Math.min(remaining, 5 * 2 ** Math.min(attempt, 5))))
+        pending = undefined
       }
     }
   }
@@ -251,12 +299,19 @@ class RemoteEnvelope implements Envelope {
   }
 }
 
-/** A message from this process: settles the caller's promise directly, or times it out at its deadline. */
+/**
+ * A message from this process. It settles the caller's promise directly, or times it out at its deadline;
+ * the Promise and the timer are only made once `answer()` is called, and not at all for a reply given before.
+ */
 class LocalEnvelope implements Envelope {
-  readonly promise: Promise<unknown>
-  private settle!: (value: unknown) => void
-  private fail!: (err: unknown) => void
-  private readonly timer: NodeJS.Timeout
+  /** Answered (either way) before `answer()` was called. */
+  settled = false
+  private failed = false
+  private outcome: unknown = undefined
+  private promise: Promise<unknown> | undefined
+  private settle: ((value: unknown) => void) | undefined
+  private fail: ((err: unknown) => void) | undefined
+  private timer: NodeJS.Timeout | undefined
   constructor(
     private readonly kind: string,
     private readonly id: string,
@@ -264,20 +319,42 @@ class LocalEnvelope implements Envelope {
     readonly principal: Principal,
     readonly requestId: string,
     readonly deadline: number,
-  ) {
+  ) {}
+  /** Answered `moved` before `answer()`: not handled, so the caller may retry. */
+  get moved(): boolean {
+    return this.failed && this.outcome instanceof MovedError
+  }
+  answer(): Promise<unknown> {
+    if (this.promise) return this.promise
+    if (this.settled) {
+      this.promise = this.failed ? Promise.reject(this.outcome) : Promise.resolve(this.outcome)
+      return this.promise
+    }
     this.promise = new Promise((resolve, reject) => {
       this.settle = resolve
       this.fail = reject
     })
-    this.timer = setTimeout(() => this.fail(timeoutError(this.kind, this.id)), deadline - Date.now())
+    this.timer = setTimeout(() => this.fail!(timeoutError(this.kind, this.id)), this.deadline - Date.now())
+    return this.promise
   }
   resolve(value: unknown): void {
-    clearTimeout(this.timer)
-    this.settle(value)
+    if (this.settle) {
+      clearTimeout(this.timer)
+      this.settle(value)
+    } else if (!this.settled) {
+      this.settled = true
+      this.outcome = value
+    }
   }
   reject(err: unknown): void {
-    clearTimeout(this.timer)
-    this.fail(err)
+    if (this.fail) {
+      clearTimeout(this.timer)
+      this.fail(err)
+    } else if (!this.settled) {
+      this.settled = true
+      this.failed = true
+      this.outcome = err
+    }
   }
 }
 

@@ -131,7 +131,7 @@ function registerRoutes(app: TemplatedApp, shared: Shared): void {
     for (const route of routes) {
       const paramNames = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]!)
       const series = shared.recorder.series(route.method, route.path)
-      const handler = (res: HttpResponse, req: HttpRequest) => handle(shared, route, series, paramNames, res, req)
+      const handler = (res: HttpResponse, req: HttpRequest) => handle(shared, route, series, paramNames, res, req, false)
       app[route.method === 'delete' ? 'del' : route.method](path, handler)
     }
     const get = routes.find((r) => r.method === 'get')
@@ -143,19 +143,21 @@ function registerRoutes(app: TemplatedApp, shared: Shared): void {
     // Everything else sent to a known path: HEAD as GET without a body, OPTIONS (CORS preflight), or 405.
     app.any(path, (res, req) => {
       const method = req.getMethod()
-      if (method === 'head' && get) return handle(shared, get, headSeries, getParams, res, req)
+      if (method === 'head' && get) return handle(shared, get, headSeries, getParams, res, req, true)
       if (method === 'options') return answerOptions(shared, optionsSeries, res, req, path, allowed)
-      const ex = begin(shared, otherSeries, res, req, path)
+      const ex = begin(shared, otherSeries, res, req, path, method === 'head')
       finish(shared, ex, undefined, new AppError('method_not_allowed', `${method.toUpperCase()} is not allowed on ${path}`, { headers: { allow: allowed.join(', ') } }))
     })
   }
   app.any('/*', (res, req) => {
-    const ex = begin(shared, shared.unmatched, res, req, 'unmatched')
-    finish(shared, ex, undefined, new AppError('not_found', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`))
+    const method = req.getMethod()
+    const ex = begin(shared, shared.unmatched, res, req, 'unmatched', method === 'head')
+    finish(shared, ex, undefined, new AppError('not_found', `no route for ${method.toUpperCase()} ${req.getUrl()}`))
   })
 }
 
-function begin(shared: Shared, series: RouteSeries, res: HttpResponse, req: HttpRequest, route: string): Exchange {
+/** `head`: the request is a HEAD (callers know the method already; asking uWS again costs a string per request). */
+function begin(shared: Shared, series: RouteSeries, res: HttpResponse, req: HttpRequest, route: string, head: boolean): Exchange {
   const incoming = req.getHeader('x-request-id')
   const origin = shared.cors.enabled ? req.getHeader('origin') : ''
   shared.state.inFlight++
@@ -168,7 +170,7 @@ function begin(shared: Shared, series: RouteSeries, res: HttpResponse, req: Http
     started: performance.now(),
     aborted: false,
     // HEAD gets headers only, on every path (404 and 405 included), or the stray body breaks keep-alive.
-    head: req.getMethod() === 'head',
+    head,
     inline: true,
   }
   res.onAborted(() => {
@@ -185,8 +187,8 @@ function settle(shared: Shared): void {
   if (shared.state.inFlight === 0 && shared.state.idle) shared.state.idle()
 }
 
-function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: string[], res: HttpResponse, req: HttpRequest): void {
-  const ex = begin(shared, series, res, req, route.path)
+function handle(shared: Shared, route: Route, series: RouteSeries, paramNames: string[], res: HttpResponse, req: HttpRequest, head: boolean): void {
+  const ex = begin(shared, series, res, req, route.path, head)
   // Everything needed from `req` is read now: it is invalid after this function returns.
   const headers: Record<string, string> = {}
   req.forEach((key, value) => {
@@ -384,7 +386,7 @@ function answerOptions(shared: Shared, series: RouteSeries, res: HttpResponse, r
   const requestedMethod = req.getHeader('access-control-request-method')
   // Read here even when CORS is off, so a browser's preflight gets a clear refusal rather than a bare 204.
   const origin = req.getHeader('origin')
-  const ex = begin(shared, series, res, req, path)
+  const ex = begin(shared, series, res, req, path, false)
   if (origin !== '' && requestedMethod !== '') {
     if (!shared.cors.allows(origin)) {
       return finish(shared, ex, undefined, new AppError('cors.origin_not_allowed', `origin ${origin} is not allowed to call this API`))
