@@ -21,7 +21,16 @@ import { projectRoutes } from './transport/project-routes.js'
 import { createAccessTokens } from './core/access-tokens.js'
 import { loadKeys } from './core/keys.js'
 import { createPasswordHasher } from './core/passwords.js'
-import { createDevMailer } from './storage/mailer.js'
+import { createDevTransport, createSmtpTransport } from './storage/mailer.js'
+import { createJobQueue, type JobQueue } from './actors/job-queue.js'
+import { createJobMetrics } from './actors/job-metrics.js'
+import { startWorker } from './actors/job-worker.js'
+import { startScheduler, type CronSchedule } from './actors/job-scheduler.js'
+import { emailJob } from './actors/jobs/email.js'
+import { exportJob } from './actors/jobs/export.js'
+import type { JobDefinition } from './actors/jobs/define.js'
+import { jobRoutes } from './transport/job-routes.js'
+import { system } from './core/principal.js'
 import { createAuthenticator } from './transport/authenticate.js'
 import { identityRoutes } from './transport/identity-routes.js'
 import { createRateLimiter } from './storage/rate-limit.js'
@@ -52,6 +61,8 @@ export interface AppNode {
   nc: NatsConnection
   server: HttpServer
   actors: ActorSystem
+  /** Enqueue jobs from trusted code (tests, scripts). */
+  jobs: JobQueue
   port: number
   /** Readiness 503, stop listening, finish in-flight requests, then close NATS, Redis and Postgres. */
   shutdown(): Promise<void>
@@ -63,6 +74,10 @@ export interface StartOptions {
   routes?: (deps: NodeDeps) => Route[]
   /** Actor kinds hosted beside the built-in ones. */
   kinds?: (deps: Pick<NodeDeps, 'sql' | 'log'>) => ActorKind<unknown>[]
+  /** Job types beside the built-in ones (every node must know every job it may enqueue or run). */
+  jobs?: (deps: Pick<NodeDeps, 'sql' | 'log'>) => JobDefinition[]
+  /** Cron schedules, run by the cluster's one scheduler. */
+  schedules?: CronSchedule[]
 }
 
 /** What a route or actor kind may be built from. */
@@ -114,14 +129,22 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
   const hasher = await createPasswordHasher({ concurrency: config.passwordHashConcurrency, maxWaiting: config.passwordHashQueue })
   const revocations = createSessionRevocations({ nc: natsConn, redis, names, ttlSeconds: config.accessTokenTtlS, log })
   await revocations.start()
-  const mailer = createDevMailer(sql, log)
+  if (config.mail.transport === 'smtp' && !config.mail.smtpUrl) throw new StartupError('MAIL_TRANSPORT=smtp needs SMTP_URL')
+  const transport = config.mail.transport === 'smtp' ? createSmtpTransport(config.mail.smtpUrl!, config.mail.from) : createDevTransport(sql, log)
+  const jobs = createJobQueue({
+    nc: natsConn,
+    names,
+    sql,
+    definitions: [emailJob(transport), exportJob(sql), ...(options.jobs?.({ sql, log }) ?? [])],
+    log,
+  })
   const orgCache = createOrgListCache(redis, log)
   const events = createEventPublisher({ nc: natsConn, names, sql, log })
   const builtInKinds = [
-    orgKind({ sql, mailer, cache: orgCache, publicUrl: config.publicUrl, invitationTtlHours: config.invitationTtlHours, events }),
+    orgKind({ sql, jobs, cache: orgCache, publicUrl: config.publicUrl, invitationTtlHours: config.invitationTtlHours, events }),
     userKind({
       sql,
-      mailer,
+      jobs,
       revocations,
       refreshTtlDays: config.refreshTokenTtlDays,
       refreshGraceMs: config.refreshReuseGraceMs,
@@ -145,6 +168,27 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
   })
   await actors.start()
   const relay = config.roles.has('actors') ? startOutboxRelay({ sql, actors, log, registry, intervalMs: config.outboxRelayIntervalMs }) : undefined
+  const jobMetrics = createJobMetrics(registry, natsConn, names)
+  const worker = config.roles.has('workers')
+    ? await startWorker({
+        nc: natsConn,
+        names,
+        sql,
+        queue: jobs,
+        log,
+        metrics: jobMetrics,
+        concurrency: config.jobConcurrency,
+        ackWaitMs: config.jobAckWaitMs,
+        // Progress of an organization's job is an event on its channel, written by the org actor.
+        onChange: (c) =>
+          actors
+            .ask('org', c.orgId, { type: 'job.changed', jobId: c.id, name: c.name, status: c.status, attempts: c.attempts, ...(c.error ? { error: c.error } : {}) }, { principal: system('jobs') })
+            .catch((err: unknown) => log.warn({ err, jobId: c.id }, 'job event not written')),
+      })
+    : undefined
+  const scheduler = config.roles.has('workers')
+    ? startScheduler({ sql, nc: natsConn, names, queue: jobs, schedules: options.schedules ?? [], log, intervalMs: config.schedulerIntervalMs })
+    : undefined
 
   const timeout = config.healthTimeoutMs
   const routes: Route[] = [
@@ -166,7 +210,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
           limits: { loginFailuresPerAccount: config.loginMaxFailures, loginAttemptsPerIp: config.loginMaxAttemptsPerIp, windowSeconds: config.loginFailureWindowS },
         })
       : []),
-    ...(config.roles.has('gateway') ? [...orgRoutes({ actors, sql, cache: orgCache }), ...projectRoutes({ actors, sql })] : []),
+    ...(config.roles.has('gateway') ? [...orgRoutes({ actors, sql, cache: orgCache }), ...projectRoutes({ actors, sql }), ...jobRoutes({ actors, sql })] : []),
     ...(options.routes?.({ sql, redis, nc: natsConn, actors, log }) ?? []),
   ]
   routes.push(openApiRoute(() => buildOpenApi(routes, { title: 'actorbase API', version: '1', description: 'Public HTTP contract; see API.md' })))
@@ -214,6 +258,9 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       const { unfinished } = await server.drain(config.shutdownTimeoutMs)
       if (unfinished > 0) log.warn({ unfinished }, 'shutdown deadline passed with requests still running')
       await relay?.stop()
+      await scheduler?.stop()
+      // Jobs still running past the deadline are delivered again to another worker after the ack wait.
+      await worker?.stop(config.shutdownTimeoutMs)
       await actors.stop().catch((err: unknown) => log.error({ err }, 'actor hand-over failed'))
       // Events committed by the last messages go out before the connection closes (the relay would catch
       // them later anyway).
@@ -225,7 +272,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       log.info('node stopped')
     })())
 
-  return { config, names, log, registry, sql, redis, nc: natsConn, server, actors, port, shutdown }
+  return { config, names, log, registry, sql, redis, nc: natsConn, server, actors, jobs, port, shutdown }
 }
 
 /** Retries a connection until the start-up deadline, then fails with one line naming the dependency. */

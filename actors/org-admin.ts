@@ -5,7 +5,8 @@ import { isPermission } from '../core/rbac.js'
 import { insertApiKey, revokeApiKey, touchApiKeys } from '../storage/api-keys.js'
 import { listAudit } from '../storage/audit.js'
 import { insertEvents } from '../storage/outbox.js'
-import { findJobRecord } from '../storage/job-records.js'
+import { findJobRecord, requeueDeadJob, type JobRecord } from '../storage/job-records.js'
+import { findExport } from '../storage/exports.js'
 import { deleteOrg, insertCustomRole, insertMember, insertOrg, insertTeam, addTeamMember, removeTeamMember, updateOrg, type Org, type Team } from '../storage/orgs.js'
 import { isUniqueViolation } from '../storage/postgres.js'
 import { hashToken } from '../storage/sessions.js'
@@ -78,7 +79,7 @@ export async function deleteOrgCommand(s: OrgState, _c: Command, x: OrgContext):
   mustHave(caller, 'org:delete')
   // Every tenant row goes with it (foreign keys cascade), the audit log included: the event and the log line
   // are what remain.
-  const event = eventOf(s, x, auditEntry(x, caller, 'org.deleted', { type: 'org', id: x.orgId }), { type: 'org.deleted', data: { id: x.orgId } })
+  const event = eventOf(s, x, new Date(), { type: 'org.deleted', data: { id: x.orgId } })
   await inTenant(x.d.sql, x.orgId, async (tx) => {
     await deleteOrg(tx, x.orgId)
     await insertEvents(tx, [event])
@@ -230,16 +231,54 @@ export async function getJob(s: OrgState, c: Command, x: OrgContext): Promise<Ou
   mustHave(callerOf(s, x.msg.principal), 'jobs:read')
   const job = await inTenant(x.d.sql, x.orgId, (tx) => findJobRecord(tx, String(c.jobId)))
   if (!job) throw notFound('job')
+  return { reply: jobView(job) }
+}
+
+/** A job of the organization changed state (told by a worker): its event goes on the org channel. */
+export async function jobChanged(s: OrgState, c: Command, x: OrgContext): Promise<Outcome<OrgState>> {
+  if (x.msg.principal.type !== 'system') throw new AppError('rbac.forbidden', 'only workers report job progress')
+  if (!s.org) return { reply: null }
+  const f = c as Command & { jobId: string; name: string; status: string; attempts: number; error?: string }
+  const event = eventOf(s, x, new Date(), { type: 'job.updated', data: { id: f.jobId, name: f.name, status: f.status, attempts: f.attempts, ...(f.error ? { error: f.error } : {}) } })
+  await inTenant(x.d.sql, x.orgId, (tx) => insertEvents(tx, [event]))
+  s.seq = event.seq
+  x.d.events.publish([event])
+  return { state: s, reply: null }
+}
+
+/** Queues a dead job of the organization again (`jobs:manage`). */
+export async function retryJob(s: OrgState, c: Command, x: OrgContext): Promise<Outcome<OrgState>> {
+  const caller = callerOf(s, x.msg.principal)
+  mustHave(caller, 'jobs:manage')
+  const jobId = String(c.jobId)
+  const audit = auditEntry(x, caller, 'job.retried', { type: 'job', id: jobId })
+  const job = await commitChange(s, x, audit, { type: 'job.updated', data: { id: jobId, status: 'queued', attempts: 0 } }, async (tx) => {
+    const found = await findJobRecord(tx, jobId)
+    if (!found) throw notFound('job')
+    const requeued = await requeueDeadJob(tx, jobId)
+    if (!requeued) throw new AppError('conflict', `job ${jobId} is ${found.status}; only dead jobs can be retried`)
+    return requeued
+  })
+  x.d.jobs.publish([job])
+  return { state: s, reply: jobView(job) }
+}
+
+export function jobView(job: JobRecord) {
   return {
-    reply: {
-      id: job.id,
-      name: job.name,
-      status: job.status,
-      attempts: job.attempts,
-      ...(job.result != null ? { result: job.result } : {}),
-      ...(job.error != null ? { error: job.error } : {}),
-      createdAt: job.createdAt.toISOString(),
-      updatedAt: job.updatedAt.toISOString(),
-    },
+    id: job.id,
+    name: job.name,
+    status: job.status,
+    attempts: job.attempts,
+    ...(job.result != null ? { result: job.result } : {}),
+    ...(job.error != null ? { error: job.error } : {}),
+    createdAt: job.createdAt.toISOString(),
+    updatedAt: job.updatedAt.toISOString(),
   }
+}
+
+export async function getExport(s: OrgState, c: Command, x: OrgContext): Promise<Outcome<OrgState>> {
+  mustHave(callerOf(s, x.msg.principal), 'projects:read')
+  const found = await inTenant(x.d.sql, x.orgId, (tx) => findExport(tx, x.orgId, String(c.exportId)))
+  if (!found) throw notFound('export')
+  return { reply: found.content }
 }

@@ -5,7 +5,7 @@ import { insertEvents } from '../storage/outbox.js'
 import { inTenant } from '../storage/tenant.js'
 import type { TransactionSql } from '../storage/postgres.js'
 import type { EventPublisher } from './event-publisher.js'
-import type { Mailer } from '../storage/mailer.js'
+import type { JobQueue } from './job-queue.js'
 import type { OrgListCache } from '../storage/org-cache.js'
 import type { Sql } from '../storage/postgres.js'
 import type { AuditEntry } from '../storage/audit.js'
@@ -14,7 +14,8 @@ import type { Caller, OrgState } from './org-state.js'
 
 export interface OrgActorDeps {
   sql: Sql
-  mailer: Mailer
+  /** Durable jobs: invitation emails, exports. */
+  jobs: JobQueue
   cache: OrgListCache
   /** Base of the links in invitation emails. */
   publicUrl: string
@@ -37,14 +38,14 @@ export function auditEntry(x: OrgContext, caller: Caller, action: string, target
 }
 
 /** The event of a change, numbered after the `offset` events before it in the same transaction. */
-export function eventOf(s: OrgState, x: OrgContext, audit: AuditEntry, event: { type: string; data: unknown }, offset = 0): ChannelEvent {
+export function eventOf(s: OrgState, x: OrgContext, at: Date, event: { type: string; data: unknown }, offset = 0): ChannelEvent {
   return {
     id: newId(),
     channel: orgChannel(x.orgId),
     seq: s.seq + 1 + offset,
     type: event.type,
     data: event.data,
-    at: audit.at.toISOString(),
+    at: at.toISOString(),
     requestId: x.msg.requestId,
   }
 }
@@ -60,7 +61,7 @@ export async function commitChange<T>(
   event: { type: string; data: unknown },
   work: (tx: TransactionSql) => Promise<T>,
 ): Promise<T> {
-  const e = eventOf(s, x, audit, event)
+  const e = eventOf(s, x, audit.at, event)
   const result = await inTenant(x.d.sql, x.orgId, async (tx) => {
     const done = await work(tx)
     await Promise.all([insertAudit(tx, audit), insertEvents(tx, [e])])

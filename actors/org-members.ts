@@ -124,20 +124,26 @@ export async function createInvitation(s: OrgState, c: Command, x: OrgContext): 
     revokedAt: null,
   }
   const audit = auditEntry(x, caller, 'invitation.created', { type: 'invitation', id: invitation.id }, { email: f.email, role: f.role })
-  await commitChange(s, x, audit, { type: 'invitation.created', data: { id: invitation.id, role: f.role, expiresAt: invitation.expiresAt.toISOString() } }, async (tx) => {
-    await revokePendingInvitations(tx, x.orgId, f.email)
-    await insertInvitation(tx, invitation, hash)
-  })
   const org = s.org!
-  await x.d.mailer
-    .send({
+  // The email is a job recorded in the invitation's own transaction: both happen, or neither.
+  const email = x.d.jobs.prepare({
+    name: 'email.send',
+    payload: {
       to: f.email,
       subject: `You are invited to ${org.name}`,
       body: `You have been invited to join ${org.name} as ${f.role}.\n\nAccept: ${x.d.publicUrl}/accept-invitation?token=${token}\nThe link works once, until ${invitation.expiresAt.toISOString()}.\n`,
       kind: 'invitation',
       data: { token, orgId: x.orgId, invitationId: invitation.id },
-    })
-    .catch((err: unknown) => x.msg.log.error({ err, orgId: x.orgId, invitationId: invitation.id }, 'invitation email not sent'))
+    },
+    orgId: x.orgId,
+    requestId: x.msg.requestId,
+  })
+  await commitChange(s, x, audit, { type: 'invitation.created', data: { id: invitation.id, role: f.role, expiresAt: invitation.expiresAt.toISOString() } }, async (tx) => {
+    await revokePendingInvitations(tx, x.orgId, f.email)
+    await insertInvitation(tx, invitation, hash)
+    await x.d.jobs.insert(tx, email)
+  })
+  x.d.jobs.publish([email])
   const view = invitationView(invitation)
   return { reply: { id: view.id, email: view.email, role: view.role, expiresAt: view.expiresAt } }
 }

@@ -1,7 +1,6 @@
 import { AppError, notFound } from '../core/errors.js'
 import { newId } from '../core/ids.js'
 import { insertAudit } from '../storage/audit.js'
-import { insertJobRecord } from '../storage/job-records.js'
 import { insertEvents } from '../storage/outbox.js'
 import type { ChannelEvent } from '../core/events.js'
 import { isPostgresError, type TransactionSql } from '../storage/postgres.js'
@@ -76,7 +75,7 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending, offset: 
       const audit = auditEntry(x, caller, 'project.created', { type: 'project', id: row.id }, { name: row.name, description: row.description, status: row.status, teamId: row.teamId })
       return {
         write: (tx) => Promise.all([insertProject(tx, row), insertAudit(tx, audit)]),
-        event: eventOf(s, x, audit, { type: 'project.created', data: view }, offset),
+        event: eventOf(s, x, audit.at, { type: 'project.created', data: view }, offset),
         apply: (st) => {
           st.projects.set(row.id, { row, view })
           insertSorted(st.projectOrder, row.id)
@@ -101,7 +100,7 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending, offset: 
           const [count] = await Promise.all([updateProject(tx, row, prev.version), insertAudit(tx, audit)])
           expectFenced(count, `project ${row.id}`, prev.version)
         },
-        event: eventOf(s, x, audit, { type: 'project.updated', data: view }, offset),
+        event: eventOf(s, x, audit.at, { type: 'project.updated', data: view }, offset),
         apply: (st) => void st.projects.set(row.id, { row, view }),
         reply: view,
       }
@@ -119,7 +118,7 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending, offset: 
           const [count] = await Promise.all([deleteProject(tx, x.orgId, prev.id, prev.version), insertAudit(tx, audit)])
           expectFenced(count, `project ${prev.id}`, prev.version)
         },
-        event: eventOf(s, x, audit, { type: 'project.deleted', data: { id: prev.id } }, offset),
+        event: eventOf(s, x, audit.at, { type: 'project.deleted', data: { id: prev.id } }, offset),
         apply: (st) => {
           st.projects.delete(prev.id)
           const at = sortedIndex(st.projectOrder, prev.id)
@@ -133,17 +132,14 @@ function plan(s: OrgState, c: Command, x: OrgContext, pending: Pending, offset: 
       const f = c as Command & { projectId: string }
       const prev = current(s, pending, f.projectId)
       if (!prev) throw notFound('project')
-      const jobId = newId()
-      const audit = auditEntry(x, caller, 'project.export_requested', { type: 'project', id: prev.id }, { jobId })
+      const job = x.d.jobs.prepare({ name: 'projects.export', payload: { orgId: x.orgId, projectId: prev.id }, orgId: x.orgId, requestId: x.msg.requestId })
+      const audit = auditEntry(x, caller, 'project.export_requested', { type: 'project', id: prev.id }, { jobId: job.id })
       return {
-        write: (tx) =>
-          Promise.all([
-            insertJobRecord(tx, { id: jobId, orgId: x.orgId, name: 'projects.export', queue: 'default', payload: { projectId: prev.id }, requestId: x.msg.requestId, createdAt: new Date() }),
-            insertAudit(tx, audit),
-          ]),
-        event: eventOf(s, x, audit, { type: 'project.export_requested', data: { projectId: prev.id, jobId } }, offset),
-        apply: () => undefined,
-        reply: { jobId },
+        // Recorded in the same transaction as its audit row and event; queued once that commits.
+        write: (tx) => Promise.all([x.d.jobs.insert(tx, job), insertAudit(tx, audit)]),
+        event: eventOf(s, x, audit.at, { type: 'project.export_requested', data: { projectId: prev.id, jobId: job.id } }, offset),
+        apply: () => x.d.jobs.publish([job]),
+        reply: { jobId: job.id },
       }
     }
     default:

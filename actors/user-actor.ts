@@ -1,6 +1,6 @@
 import { AppError, notFound } from '../core/errors.js'
 import { newId } from '../core/ids.js'
-import type { Mailer } from '../storage/mailer.js'
+import type { JobQueue } from './job-queue.js'
 import { consumeOneTimeToken, insertOneTimeToken, type OneTimePurpose } from '../storage/one-time-tokens.js'
 import type { Queryable, Sql } from '../storage/postgres.js'
 import {
@@ -23,7 +23,8 @@ import { channelSeq, insertEvents } from '../storage/outbox.js'
 
 export interface UserActorDeps {
   sql: Sql
-  mailer: Mailer
+  /** Durable jobs: the verification and reset emails go out through the queue. */
+  jobs: JobQueue
   revocations: SessionRevocations
   refreshTtlDays: number
   /** How long a rotated refresh token presented again gets the same answer instead of revoking its session. */
@@ -81,14 +82,12 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
     await insertOneTimeToken(tx, { id: newId(), userId, purpose, hash, ttlMinutes })
     return token
   }
-  const verifyEmail = (user: User, token: string) =>
-    d.mailer.send({
-      to: user.email,
-      subject: 'Confirm your email address',
-      body: `Hello ${user.name},\n\nconfirm your email address: ${d.publicUrl}/verify-email?token=${token}\n`,
-      kind: 'email_verify',
-      data: { token },
-    })
+  /** An email as a job, written in the caller's transaction (so it goes out exactly if that commits). */
+  const mail = async (tx: Queryable, requestId: string, email: { to: string; subject: string; body: string; kind: string; data: Record<string, string> }) => {
+    const job = d.jobs.prepare({ name: 'email.send', payload: email, requestId })
+    await d.jobs.insert(tx, job)
+    return job
+  }
 
   return defineKind<UserState>({
     name: 'user',
@@ -136,14 +135,22 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
         if (state.user) throw new AppError('conflict', 'this user already exists')
         const c = command as Command & { email: string; name: string; hash: string; userAgent: string | null; ip: string | null }
         const sessionId = newId()
-        const { user, refreshToken, verifyToken } = await d.sql.begin(async (tx) => {
+        const { user, refreshToken, email } = await d.sql.begin(async (tx) => {
           const user = await insertUser(tx, { id: userId, email: c.email, name: c.name, hash: c.hash })
           if (!user) throw new AppError('auth.email_taken', 'an account with this email already exists')
           await insertSession(tx, { id: sessionId, userId, userAgent: c.userAgent, ip: c.ip })
           await record(tx, 'session.created', { sessionId })
-          return { user, refreshToken: await issue(tx, sessionId), verifyToken: await oneTime(tx, userId, 'email_verify', 24 * 60) }
+          const token = await oneTime(tx, userId, 'email_verify', 24 * 60)
+          const email = await mail(tx, ctx.requestId, {
+            to: user.email,
+            subject: 'Confirm your email address',
+            body: `Hello ${user.name},\n\nconfirm your email address: ${d.publicUrl}/verify-email?token=${token}\n`,
+            kind: 'email_verify',
+            data: { token },
+          })
+          return { user, refreshToken: await issue(tx, sessionId), email }
         })
-        await verifyEmail(user, verifyToken).catch((err: unknown) => ctx.log.error({ err, userId }, 'verification email not sent'))
+        d.jobs.publish([email])
         const view = publicUser(user)
         return { state: adopt({ ...state, user, view }), reply: { user: view, sessionId, refreshToken } }
       }
@@ -239,14 +246,17 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
       }
       case 'password.forgot': {
         const user = existing()
-        const token = await oneTime(d.sql, userId, 'password_reset', 60)
-        await d.mailer.send({
-          to: user.email,
-          subject: 'Reset your password',
-          body: `Hello ${user.name},\n\nreset your password: ${d.publicUrl}/reset-password?token=${token}\nThe link works once, for an hour.\n`,
-          kind: 'password_reset',
-          data: { token },
+        const email = await d.sql.begin(async (tx) => {
+          const token = await oneTime(tx, userId, 'password_reset', 60)
+          return mail(tx, ctx.requestId, {
+            to: user.email,
+            subject: 'Reset your password',
+            body: `Hello ${user.name},\n\nreset your password: ${d.publicUrl}/reset-password?token=${token}\nThe link works once, for an hour.\n`,
+            kind: 'password_reset',
+            data: { token },
+          })
         })
+        d.jobs.publish([email])
         return { reply: null }
       }
       case 'password.reset': {

@@ -71,6 +71,13 @@ export const EnvSchema = z.object({
   WS_MAX_BUFFERED_BYTES: z.coerce.number().int().min(1_024).max(256 * 1024 * 1024).default(1024 * 1024),
   WS_MAX_BAD_FRAMES: z.coerce.number().int().min(1).max(1_000).default(5),
   PRESENCE_TTL_MS: z.coerce.number().int().min(300).max(600_000).default(15_000),
+  JOB_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(100),
+  JOB_ACK_WAIT_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
+  SCHEDULER_INTERVAL_MS: z.coerce.number().int().min(50).max(60_000).default(250),
+  MAIL_TRANSPORT: z.enum(['dev', 'smtp']).default('dev'),
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be smtp:// or smtps://').optional(),
+  MAIL_FROM: z.string().min(3).default('actorbase <no-reply@localhost>'),
+  OPS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   ACTOR_PARTITIONS: z.coerce.number().int().min(1).max(4096).default(64),
   LEASE_TTL_MS: z.coerce.number().int().min(1_000).max(300_000).default(10_000),
   ACTOR_IDLE_MS: z.coerce.number().int().min(100).max(86_400_000).default(300_000),
@@ -135,6 +142,11 @@ export interface Config {
     maxBadFrames: number
   }
   presenceTtlMs: number
+  jobConcurrency: number
+  jobAckWaitMs: number
+  schedulerIntervalMs: number
+  mail: { transport: 'dev' | 'smtp'; smtpUrl: string | undefined; from: string }
+  opsToken: string | undefined
   actorPartitions: number
   leaseTtlMs: number
   actorIdleMs: number
@@ -207,6 +219,11 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
       maxBadFrames: e.WS_MAX_BAD_FRAMES,
     },
     presenceTtlMs: e.PRESENCE_TTL_MS,
+    jobConcurrency: e.JOB_CONCURRENCY,
+    jobAckWaitMs: e.JOB_ACK_WAIT_MS,
+    schedulerIntervalMs: e.SCHEDULER_INTERVAL_MS,
+    mail: { transport: e.MAIL_TRANSPORT, smtpUrl: e.SMTP_URL, from: e.MAIL_FROM },
+    opsToken: e.OPS_TOKEN,
     actorPartitions: e.ACTOR_PARTITIONS,
     leaseTtlMs: e.LEASE_TTL_MS,
     actorIdleMs: e.ACTOR_IDLE_MS,

@@ -1,32 +1,138 @@
-import type { Queryable } from './postgres.js'
+import type { Queryable, Sql } from './postgres.js'
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'dead'
+export type JobPriority = 'high' | 'default' | 'low'
 
 export interface JobRecord {
   id: string
   orgId: string | null
   name: string
   queue: string
+  priority: JobPriority
   status: JobStatus
   payload: Record<string, unknown>
   attempts: number
+  maxAttempts: number
+  idempotencyKey: string | null
   requestId: string | null
   result: unknown
   error: string | null
+  generation: number
+  runAt: Date
   createdAt: Date
   updatedAt: Date
+  startedAt: Date | null
+  finishedAt: Date | null
+  nextAttemptAt: Date | null
 }
 
-export async function insertJobRecord(sql: Queryable, j: Pick<JobRecord, 'id' | 'orgId' | 'name' | 'queue' | 'payload' | 'requestId' | 'createdAt'>): Promise<void> {
-  await sql`
-    insert into jobs (id, org_id, name, queue, payload, request_id, created_at, updated_at)
-    values (${j.id}, ${j.orgId}, ${j.name}, ${j.queue}, ${sql.json(j.payload as Parameters<typeof sql.json>[0])}, ${j.requestId}, ${j.createdAt}, ${j.createdAt})`
+export type NewJob = Pick<JobRecord, 'id' | 'orgId' | 'name' | 'queue' | 'priority' | 'payload' | 'maxAttempts' | 'idempotencyKey' | 'requestId' | 'runAt'>
+
+const columns = (sql: Queryable) => sql`
+  id, org_id as "orgId", name, queue, priority, status, payload, attempts, max_attempts as "maxAttempts",
+  idempotency_key as "idempotencyKey", request_id as "requestId", result, error, generation, run_at as "runAt",
+  created_at as "createdAt", updated_at as "updatedAt", started_at as "startedAt", finished_at as "finishedAt",
+  next_attempt_at as "nextAttemptAt"`
+
+/**
+ * Records a job; with an idempotency key that is already taken, nothing is written and the existing job's id
+ * comes back with `duplicate`.
+ */
+export async function insertJob(sql: Queryable, j: NewJob): Promise<{ id: string; duplicate: boolean }> {
+  const [row] = await sql<{ id: string }[]>`
+    insert into jobs (id, org_id, name, queue, priority, payload, max_attempts, idempotency_key, request_id, run_at)
+    values (${j.id}, ${j.orgId}, ${j.name}, ${j.queue}, ${j.priority}, ${sql.json(j.payload as Parameters<typeof sql.json>[0])},
+            ${j.maxAttempts}, ${j.idempotencyKey}, ${j.requestId}, ${j.runAt})
+    on conflict (idempotency_key) do nothing
+    returning id`
+  if (row) return { id: row.id, duplicate: false }
+  const [existing] = await sql<{ id: string }[]>`select id from jobs where idempotency_key = ${j.idempotencyKey}`
+  return { id: existing!.id, duplicate: true }
 }
 
 export async function findJobRecord(sql: Queryable, id: string): Promise<JobRecord | undefined> {
-  const [row] = await sql<JobRecord[]>`
-    select id, org_id as "orgId", name, queue, status, payload, attempts, request_id as "requestId", result, error,
-           created_at as "createdAt", updated_at as "updatedAt"
-    from jobs where id = ${id}`
+  const [row] = await sql<JobRecord[]>`select ${columns(sql)} from jobs where id = ${id}`
   return row
+}
+
+export async function markJobsPublished(sql: Queryable, ids: readonly string[]): Promise<void> {
+  if (ids.length > 0) await sql`update jobs set published_at = now() where id = any(${ids as string[]}) and published_at is null`
+}
+
+/** Jobs due and not on the queue: delayed jobs whose time came, and any a crash left unpublished. */
+export async function dueUnpublishedJobs(sql: Queryable, graceMs: number, limit: number): Promise<JobRecord[]> {
+  return sql<JobRecord[]>`
+    select ${columns(sql)} from jobs
+    where published_at is null and status = 'queued' and run_at <= now()
+      and (run_at > created_at or created_at < now() - make_interval(secs => ${graceMs / 1000}))
+    order by run_at limit ${limit}`
+}
+
+/**
+ * Marks jobs as running (one statement for many). Only jobs still waiting or failed, or running on a worker
+ * that died, may run: a job already succeeded or dead is a stale duplicate and is skipped.
+ */
+export async function startJobs(sql: Sql, ids: readonly string[]): Promise<Map<string, { attempts: number; orgId: string | null }>> {
+  const rows = await sql<{ id: string; attempts: number; orgId: string | null }[]>`
+    update jobs j set status = 'running', attempts = j.attempts + 1, started_at = now(), updated_at = now(), next_attempt_at = null
+    from unnest(${ids as string[]}::uuid[]) as v(id)
+    where j.id = v.id and j.status in ('queued', 'failed', 'running')
+    returning j.id, j.attempts, j.org_id as "orgId"`
+  return new Map(rows.map((r) => [r.id, { attempts: r.attempts, orgId: r.orgId }]))
+}
+
+export interface JobOutcome {
+  id: string
+  status: 'succeeded' | 'failed' | 'dead'
+  result?: unknown
+  error?: string
+  nextAttemptAt?: Date
+}
+
+/** Records how attempts ended (one statement for many). */
+export async function finishJobs(sql: Sql, outcomes: readonly JobOutcome[]): Promise<void> {
+  if (outcomes.length === 0) return
+  await sql`
+    update jobs j set status = v.status, result = v.result::jsonb, error = v.error, next_attempt_at = v.next::timestamptz,
+      finished_at = case when v.status in ('succeeded', 'dead') then now() else j.finished_at end, updated_at = now()
+    from unnest(${outcomes.map((o) => o.id)}::uuid[], ${outcomes.map((o) => o.status)}::text[],
+                ${outcomes.map((o) => (o.result === undefined ? null : JSON.stringify(o.result)))}::text[],
+                ${outcomes.map((o) => o.error ?? null)}::text[], ${outcomes.map((o) => o.nextAttemptAt?.toISOString() ?? null)}::text[])
+      as v(id, status, result, error, next)
+    where j.id = v.id`
+}
+
+/** Queues a dead job again as a new generation; false when it is not dead. */
+export async function requeueDeadJob(sql: Queryable, id: string): Promise<JobRecord | undefined> {
+  const [row] = await sql<JobRecord[]>`
+    update jobs set status = 'queued', generation = generation + 1, attempts = 0, published_at = null, run_at = now(), error = null,
+      next_attempt_at = null, finished_at = null, updated_at = now()
+    where id = ${id} and status = 'dead'
+    returning ${columns(sql)}`
+  return row
+}
+
+export interface QueueCounts {
+  queue: string
+  queued: number
+  running: number
+  succeeded: number
+  failed: number
+  dead: number
+}
+
+export async function jobCounts(sql: Queryable): Promise<QueueCounts[]> {
+  const rows = await sql<{ queue: string; status: JobStatus; n: number }[]>`select queue, status, count(*)::int as n from jobs group by queue, status`
+  const byQueue = new Map<string, QueueCounts>()
+  for (const r of rows) {
+    const q = byQueue.get(r.queue) ?? { queue: r.queue, queued: 0, running: 0, succeeded: 0, failed: 0, dead: 0 }
+    q[r.status] = r.n
+    byQueue.set(r.queue, q)
+  }
+  return [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue))
+}
+
+export async function recentJobs(sql: Queryable, limit: number, status?: JobStatus): Promise<JobRecord[]> {
+  return sql<JobRecord[]>`
+    select ${columns(sql)} from jobs ${status ? sql`where status = ${status}` : sql``} order by updated_at desc limit ${limit}`
 }

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
+import { eventually } from './support/eventually.js'
 import { bearer, problem, register } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
 import { call, createOrg, createProject, expectJson, type Auth, type ProjectView } from './support/orgs.js'
@@ -193,7 +194,17 @@ describe('audit log and jobs', () => {
     const outsider = bearer((await register(a.url)).accessToken)
     const p = await createProject(a.url, t.orgId, t.auth)
     const { jobId } = await expectJson<{ jobId: string }>(await send(a, t.auth, 'POST', `${t.base}/${p.id}/export`), 202)
-    expect(await expectJson(await send(b, t.auth, 'GET', `/v1/jobs/${jobId}`), 200)).toMatchObject({ id: jobId, name: 'projects.export', status: 'queued', attempts: 0 })
+    // The export runs on a worker: the job record follows it to `succeeded`, and its result names the export.
+    const done = await eventually(
+      async () => expectJson<{ status: string; attempts: number; result?: { location: string; projects: number } }>(await send(b, t.auth, 'GET', `/v1/jobs/${jobId}`), 200),
+      (j) => j.status === 'succeeded',
+      10_000,
+      'the export job to finish',
+    )
+    expect(done).toMatchObject({ id: jobId, name: 'projects.export', attempts: 1, result: { projects: 1, location: expect.stringMatching(`^/v1/orgs/${t.orgId}/exports/`) } })
+    const exported = await expectJson<{ orgId: string; projects: { id: string }[] }>(await send(a, t.auth, 'GET', done.result!.location), 200)
+    expect(exported).toMatchObject({ orgId: t.orgId, projects: [expect.objectContaining({ id: p.id })] })
+    await problem(await send(a, outsider, 'GET', done.result!.location), 404, 'not_found')
     await problem(await send(b, outsider, 'GET', `/v1/jobs/${jobId}`), 404, 'not_found')
     await problem(await send(b, t.auth, 'GET', '/v1/jobs/01900000-0000-7000-8000-000000000000'), 404, 'not_found')
   })

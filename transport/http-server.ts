@@ -11,7 +11,7 @@ import { createCors, type Cors } from './cors.js'
 import { createRequestRecorder, type RequestRecorder, type RouteSeries } from './http-metrics.js'
 import { isRawReply, type Method, type Reply, type RequestContext, type Route, type AuthMode } from './route.js'
 import { headerBlockBeforeRequestId, securityHeaders } from './security-headers.js'
-import { fieldErrors } from './validation.js'
+import { fieldErrors } from '../core/validation.js'
 
 export interface HttpServerOptions {
   host: string

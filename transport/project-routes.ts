@@ -1,11 +1,9 @@
 import { z } from 'zod'
 import type { ActorSystem } from '../actors/system.js'
-import { notFound } from '../core/errors.js'
-import { findJobRecord } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
 import { ifMatchVersion } from './if-match.js'
 import { orgAsker } from './org-routes.js'
-import { Id, JobView, Name, OrgParams, PageQuery, ProjectStatus, ProjectView, decodeCursor, page, pageOf } from './org-schemas.js'
+import { Id, Name, OrgParams, PageQuery, ProjectStatus, ProjectView, decodeCursor, page, pageOf } from './org-schemas.js'
 import { defineRoute, type Route } from './route.js'
 
 export interface ProjectRoutesDeps {
@@ -105,22 +103,6 @@ export function projectRoutes(d: ProjectRoutesDeps): Route[] {
       params: ProjectParams,
       responses: { 202: { description: 'the job that will do it', schema: z.object({ jobId: z.string() }) } },
       handler: async (ctx) => ({ status: 202, body: await ask(ctx, ctx.params.orgId, { type: 'project.export', projectId: ctx.params.id }) }),
-    }),
-    defineRoute({
-      method: 'get',
-      path: '/v1/jobs/:id',
-      operationId: 'getJob',
-      summary: "A job's status, visible to whoever may read jobs of its organization",
-      tags: ['jobs'],
-      auth: 'any',
-      params: z.object({ id: Id }),
-      responses: { 200: { description: 'the job', schema: JobView } },
-      handler: async (ctx) => {
-        // Which organization it belongs to is a cross-tenant lookup; whether the caller may see it is the org's call.
-        const job = /^[0-9a-f-]{36}$/.test(ctx.params.id) ? await findJobRecord(d.sql, ctx.params.id) : undefined
-        if (!job?.orgId) throw notFound('job')
-        return { status: 200, body: await ask(ctx, job.orgId, { type: 'job.get', jobId: job.id }) }
-      },
     }),
   ]
 }

@@ -5,7 +5,7 @@ import { AppError } from '../core/errors.js'
 import type { Principal } from '../core/principal.js'
 import { Id, PageQuery, decodeCursor, page } from './org-schemas.js'
 import { ProjectChanges, ProjectCreate, hasChange } from './project-routes.js'
-import { fieldErrors } from './validation.js'
+import { fieldErrors } from '../core/validation.js'
 
 const OrgRef = z.object({ orgId: Id })
 const Version = z.number().int().min(0).optional()

@@ -27,11 +27,25 @@ export async function register(url: string, email = freshEmail(), pw = password)
 
 export const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
 
-/** The newest email of a kind sent to an address, read from the development mailbox. */
-export async function lastEmail(sql: postgres.Sql, to: string, kind: string): Promise<{ token: string; body: string } | undefined> {
-  const [row] = await sql<{ data: { token: string }; body: string }[]>`
-    select data, body from dev_mailbox where recipient = ${to} and kind = ${kind} order by sent_at desc limit 1`
-  return row ? { token: row.data.token, body: row.body } : undefined
+/**
+ * The newest email of a kind sent to an address, read from the development mailbox once at least `count`
+ * such emails arrived (they go out through the job queue, so shortly after the request); undefined when
+ * they did not within `timeoutMs`.
+ */
+export async function lastEmail(
+  sql: postgres.Sql,
+  to: string,
+  kind: string,
+  { count = 1, timeoutMs = 5_000 }: { count?: number; timeoutMs?: number } = {},
+): Promise<{ token: string; body: string } | undefined> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const rows = await sql<{ data: { token: string }; body: string }[]>`
+      select data, body from dev_mailbox where recipient = ${to} and kind = ${kind} order by sent_at desc`
+    if (rows.length >= count) return { token: rows[0]!.data.token, body: rows[0]!.body }
+    if (Date.now() >= deadline) return undefined
+    await new Promise((r) => setTimeout(r, 25))
+  }
 }
 
 export async function problem(res: Response, status: number, code: string): Promise<Record<string, unknown>> {

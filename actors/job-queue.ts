@@ -1,0 +1,114 @@
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/transport-node'
+import { AppError } from '../core/errors.js'
+import { newId } from '../core/ids.js'
+import type { Logger } from '../core/log.js'
+import type { Names } from '../core/names.js'
+import { insertJob, markJobsPublished, type JobPriority, type NewJob } from '../storage/job-records.js'
+import type { Queryable, Sql } from '../storage/postgres.js'
+import { fieldErrors } from '../core/validation.js'
+import type { JobDefinition } from './jobs/define.js'
+
+export interface JobRequest {
+  name: string
+  payload: unknown
+  priority?: JobPriority
+  /** Not before this time (a delayed job). */
+  runAt?: Date
+  /** A second enqueue with the same key is the same job. */
+  idempotencyKey?: string
+  orgId?: string | null
+  requestId?: string | null
+}
+
+/** What goes on the queue: enough for a worker to run the job without reading its record first. */
+export interface JobMessage {
+  id: string
+  name: string
+  queue: string
+  priority: JobPriority
+  payload: unknown
+  orgId: string | null
+  requestId: string | null
+  maxAttempts: number
+  generation: number
+  enqueuedAt: number
+}
+
+export const priorities: readonly JobPriority[] = ['high', 'default', 'low']
+
+export interface JobQueue {
+  /** Validates a request into a job record, or throws `validation.failed` (nothing is written). */
+  prepare(request: JobRequest): NewJob
+  /** Writes the record inside the caller's transaction: the job exists exactly if that transaction commits. */
+  insert(tx: Queryable, job: NewJob): Promise<{ id: string; duplicate: boolean }>
+  /** After the commit: puts jobs that are due on the queue (the dispatcher catches any this misses). */
+  publish(jobs: readonly (NewJob & { generation?: number })[]): void
+  /** For trusted code outside actors: records and queues one job. */
+  enqueue(request: JobRequest): Promise<{ id: string; duplicate: boolean }>
+  definition(name: string): JobDefinition | undefined
+  readonly definitions: readonly JobDefinition[]
+}
+
+export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; definitions: readonly JobDefinition[]; log: Logger }): JobQueue {
+  const defs = new Map(o.definitions.map((d) => [d.name, d]))
+  const js: JetStreamClient = jetstream(o.nc, { timeout: 5_000 })
+
+  const send = async (jobs: readonly (NewJob & { generation?: number })[]) => {
+    const due = jobs.filter((j) => j.runAt.getTime() <= Date.now())
+    if (due.length === 0) return
+    await Promise.all(due.map((j) => publishJob(js, o.names, j)))
+    await markJobsPublished(o.sql, due.map((j) => j.id))
+  }
+
+  const queue: JobQueue = {
+    definitions: o.definitions,
+    definition: (name) => defs.get(name),
+    prepare(r) {
+      const def = defs.get(r.name)
+      if (!def) throw new AppError('validation.failed', `no job named ${r.name}`, { errors: [{ path: 'name', message: 'unknown job' }] })
+      const parsed = def.schema.safeParse(r.payload)
+      if (!parsed.success) throw new AppError('validation.failed', `the payload of ${r.name} is invalid`, { errors: fieldErrors(parsed.error, 'payload') })
+      return {
+        id: newId(),
+        orgId: r.orgId ?? null,
+        name: def.name,
+        queue: def.queue,
+        priority: r.priority ?? def.priority ?? 'default',
+        payload: parsed.data as Record<string, unknown>,
+        maxAttempts: def.maxAttempts ?? 5,
+        idempotencyKey: r.idempotencyKey ?? null,
+        requestId: r.requestId ?? null,
+        runAt: r.runAt ?? new Date(),
+      }
+    },
+    insert: (tx, job) => insertJob(tx, job),
+    publish(jobs) {
+      send(jobs).catch((err: unknown) => o.log.warn({ err, jobs: jobs.length }, 'jobs not queued yet; the dispatcher will'))
+    },
+    async enqueue(r) {
+      const job = queue.prepare(r)
+      const inserted = await insertJob(o.sql, job)
+      if (!inserted.duplicate) queue.publish([job])
+      return inserted
+    },
+  }
+  return queue
+}
+
+/** The message id keeps a re-publish of the same generation from being a second message. */
+export async function publishJob(js: JetStreamClient, names: Names, j: NewJob & { generation?: number }): Promise<void> {
+  const message: JobMessage = {
+    id: j.id,
+    name: j.name,
+    queue: j.queue,
+    priority: j.priority,
+    payload: j.payload,
+    orgId: j.orgId,
+    requestId: j.requestId,
+    maxAttempts: j.maxAttempts,
+    generation: j.generation ?? 0,
+    enqueuedAt: Date.now(),
+  }
+  await js.publish(`${names.jobSubject(j.queue)}.${j.priority}`, JSON.stringify(message), { msgID: `${j.id}:${message.generation}` })
+}

@@ -1,0 +1,234 @@
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream'
+import type { NatsConnection } from '@nats-io/transport-node'
+import type { Logger } from '../core/log.js'
+import type { Names } from '../core/names.js'
+import { finishJobs, startJobs, type JobOutcome, type JobPriority } from '../storage/job-records.js'
+import type { Sql } from '../storage/postgres.js'
+import { priorities, type JobMessage, type JobQueue } from './job-queue.js'
+import type { JobMetrics } from './job-metrics.js'
+import { backoffDelay, PermanentJobError, type JobDefinition } from './jobs/define.js'
+
+export interface WorkerOptions {
+  nc: NatsConnection
+  names: Names
+  sql: Sql
+  queue: JobQueue
+  log: Logger
+  metrics: JobMetrics
+  /** Jobs running at once in this process, over every queue and priority. */
+  concurrency: number
+  /** How long a delivered job may go without an ack or a heartbeat before JetStream gives it to another worker. */
+  ackWaitMs: number
+  /** Told about job state changes of organizations' jobs (their events go on the org channel). */
+  onChange?: (change: { id: string; orgId: string; name: string; status: string; attempts: number; error?: string }) => void
+}
+
+/**
+ * Slots shared by every queue and priority of a worker: when one frees, a waiting high-priority job gets it
+ * before any default one, and default before low, so a backlog of low jobs never holds up a high one.
+ */
+class Slots {
+  private free: number
+  private readonly waiting: Record<JobPriority, (() => void)[]> = { high: [], default: [], low: [] }
+  constructor(size: number) {
+    this.free = size
+  }
+  acquire(priority: JobPriority): Promise<void> {
+    if (this.free > 0) {
+      this.free--
+      return Promise.resolve()
+    }
+    return new Promise((resolve) => this.waiting[priority].push(resolve))
+  }
+  release(): void {
+    for (const p of priorities) {
+      const next = this.waiting[p].shift()
+      if (next) return next()
+    }
+    this.free++
+  }
+}
+
+/**
+ * Group commit for job state: starts and outcomes collected over a few milliseconds go to Postgres in one
+ * statement each, so the record keeping costs a fraction of a round trip per job.
+ */
+function batcher<T, R>(flush: (items: T[]) => Promise<R[]>, windowMs: number) {
+  let items: { item: T; resolve: (r: R) => void; reject: (e: unknown) => void }[] = []
+  let timer: NodeJS.Timeout | undefined
+  const run = () => {
+    timer = undefined
+    const batch = items
+    items = []
+    flush(batch.map((b) => b.item)).then(
+      (results) => batch.forEach((b, i) => b.resolve(results[i]!)),
+      (err: unknown) => batch.forEach((b) => b.reject(err)),
+    )
+  }
+  return (item: T) =>
+    new Promise<R>((resolve, reject) => {
+      items.push({ item, resolve, reject })
+      if (items.length >= 500) {
+        clearTimeout(timer)
+        run()
+      } else timer ??= setTimeout(run, windowMs)
+    })
+}
+
+export function durableName(queue: string, priority: JobPriority): string {
+  return `w_${queue}_${priority}`
+}
+
+/**
+ * A worker: durable pull consumers on every queue and priority its job definitions use (shared by all worker
+ * processes, so adding a process adds throughput), a bounded number of jobs at once, heartbeats for long
+ * jobs, retries with backoff, and dead letters once the attempts run out.
+ */
+export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: number): Promise<void>; readonly running: number }> {
+  const jsm = await jetstreamManager(o.nc)
+  const js = jetstream(o.nc)
+  const slots = new Slots(o.concurrency)
+  const streams: ConsumerMessages[] = []
+  const inFlight = new Set<Promise<void>>()
+  let stopping = false
+
+  const start = batcher<string, { attempts: number; orgId: string | null } | undefined>(async (ids) => {
+    const started = await startJobs(o.sql, ids)
+    return ids.map((id) => started.get(id))
+  }, 2)
+  const finish = batcher<JobOutcome, void>(async (outcomes) => {
+    await finishJobs(o.sql, outcomes)
+    return outcomes.map(() => undefined)
+  }, 2)
+
+  const queues = [...new Set(o.queue.definitions.map((d) => d.queue))]
+  for (const queue of queues) {
+    for (const priority of priorities) {
+      const name = durableName(queue, priority)
+      const config = {
+        durable_name: name,
+        filter_subject: `${o.names.jobSubject(queue)}.${priority}`,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        ack_wait: o.ackWaitMs * 1_000_000,
+        max_deliver: -1,
+        max_ack_pending: 20_000,
+      }
+      // Declared by every worker at start; an existing consumer is brought up to date.
+      await jsm.consumers.add(o.names.jobsStream, config).catch(async () => jsm.consumers.update(o.names.jobsStream, name, config))
+      const consumer = await js.consumers.get(o.names.jobsStream, name)
+      const messages = await consumer.consume({ max_messages: Math.max(8, o.concurrency) })
+      streams.push(messages)
+      void (async () => {
+        for await (const m of messages) {
+          o.metrics.pickup.observe(Math.max(0, Date.now() - (safeMessage(m)?.enqueuedAt ?? Date.now())) / 1000)
+          await slots.acquire(priority)
+          if (stopping) {
+            // Not started: JetStream hands it to another worker after the ack wait; nak makes that immediate.
+            m.nak()
+            slots.release()
+            continue
+          }
+          const job = run(m).finally(() => {
+            slots.release()
+            inFlight.delete(job)
+          })
+          inFlight.add(job)
+        }
+      })().catch((err: unknown) => o.log.error({ err, queue, priority }, 'job consumer stopped'))
+    }
+  }
+
+  async function run(m: JsMsg): Promise<void> {
+    const job = safeMessage(m)
+    const def = job && o.queue.definition(job.name)
+    if (!job || !def) {
+      o.log.error({ subject: m.subject, job: job?.name }, 'a job nobody can run: sent to dead letters')
+      await deadLetter(m, job, 'unknown job or undecodable message')
+      return
+    }
+    const started = await start(job.id).catch((err: unknown) => {
+      o.log.warn({ err, jobId: job.id }, 'job not started (database); it will be delivered again')
+      m.nak(1_000)
+      return null
+    })
+    if (started === null) return
+    if (!started) {
+      // Succeeded or dead already: a duplicate delivery past the queue's de-duplication window.
+      m.ack()
+      return
+    }
+    const labels = { queue: job.queue, name: job.name }
+    o.metrics.running.labels(job.queue).inc()
+    if (job.orgId) o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: 'running', attempts: started.attempts })
+    const abort = new AbortController()
+    const timeout = setTimeout(() => abort.abort(new Error(`timed out after ${def.timeoutMs ?? 60_000} ms`)), def.timeoutMs ?? 60_000)
+    // Long jobs tell JetStream they are alive, so they are not given to another worker while they run.
+    const heartbeat = setInterval(() => m.working(), Math.max(500, Math.floor(o.ackWaitMs / 3)))
+    const timer = o.metrics.duration.startTimer(labels)
+    let outcome: JobOutcome
+    try {
+      const result = await Promise.race([
+        def.run(job.payload, { id: job.id, attempt: started.attempts, orgId: job.orgId, requestId: job.requestId, log: o.log.child({ jobId: job.id, job: job.name }), signal: abort.signal }),
+        new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true })),
+      ])
+      outcome = { id: job.id, status: 'succeeded', result: result ?? null }
+      timer({ outcome: 'succeeded' })
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err)
+      const permanent = err instanceof PermanentJobError
+      const dead = permanent || started.attempts >= job.maxAttempts
+      const delay = dead ? 0 : backoffDelay(def, started.attempts)
+      outcome = dead ? { id: job.id, status: 'dead', error: message } : { id: job.id, status: 'failed', error: message, nextAttemptAt: new Date(Date.now() + delay) }
+      timer({ outcome: outcome.status })
+      o.log.warn({ jobId: job.id, job: job.name, attempt: started.attempts, err, dead }, dead ? 'job dead' : 'job failed; retrying')
+    } finally {
+      clearTimeout(timeout)
+      clearInterval(heartbeat)
+      o.metrics.running.labels(job.queue).dec()
+    }
+    await finish(outcome).catch((err: unknown) => o.log.error({ err, jobId: job.id }, 'job outcome not recorded'))
+    o.metrics.finished.labels(job.queue, outcome.status).inc()
+    if (outcome.status === 'succeeded') m.ack()
+    else if (outcome.status === 'failed') m.nak(outcome.nextAttemptAt!.getTime() - Date.now())
+    else await deadLetter(m, job, outcome.error ?? 'failed')
+    if (job.orgId) {
+      o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: outcome.status, attempts: started.attempts, ...(outcome.error ? { error: outcome.error } : {}) })
+    }
+  }
+
+  async function deadLetter(m: JsMsg, job: JobMessage | undefined, error: string): Promise<void> {
+    const queue = job?.queue ?? 'unknown'
+    try {
+      await js.publish(o.names.deadJobSubject(queue), JSON.stringify({ job, error, at: new Date().toISOString(), subject: m.subject }), {
+        msgID: job ? `${job.id}:${job.generation}:dead` : undefined,
+      })
+      m.term()
+    } catch (err) {
+      o.log.error({ err, jobId: job?.id }, 'dead letter not written; the job will be delivered again')
+      m.nak(5_000)
+    }
+  }
+
+  return {
+    get running() {
+      return inFlight.size
+    },
+    async stop(timeoutMs) {
+      stopping = true
+      for (const s of streams) s.stop()
+      const deadline = new Promise((r) => setTimeout(r, timeoutMs).unref())
+      await Promise.race([Promise.allSettled([...inFlight]), deadline])
+    },
+  }
+}
+
+function safeMessage(m: JsMsg): JobMessage | undefined {
+  try {
+    return m.json<JobMessage>()
+  } catch {
+    return undefined
+  }
+}
+
+export type { JobDefinition }
