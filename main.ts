@@ -28,6 +28,8 @@ import { startWorker } from './actors/job-worker.js'
 import { startScheduler, type CronSchedule } from './actors/job-scheduler.js'
 import { emailJob } from './actors/jobs/email.js'
 import { exportJob } from './actors/jobs/export.js'
+import { noopJob } from './actors/jobs/noop.js'
+import { opsRoutes } from './transport/ops-routes.js'
 import type { JobDefinition } from './actors/jobs/define.js'
 import { jobRoutes } from './transport/job-routes.js'
 import { system } from './core/principal.js'
@@ -135,7 +137,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     nc: natsConn,
     names,
     sql,
-    definitions: [emailJob(transport), exportJob(sql), ...(options.jobs?.({ sql, log }) ?? [])],
+    definitions: [emailJob(transport), exportJob(sql), noopJob, ...(options.jobs?.({ sql, log }) ?? [])],
     log,
   })
   const orgCache = createOrgListCache(redis, log)
@@ -211,6 +213,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
         })
       : []),
     ...(config.roles.has('gateway') ? [...orgRoutes({ actors, sql, cache: orgCache }), ...projectRoutes({ actors, sql }), ...jobRoutes({ actors, sql })] : []),
+    ...(config.roles.has('gateway') ? opsRoutes({ sql, jobs, opsToken: config.opsToken, log }) : []),
     ...(options.routes?.({ sql, redis, nc: natsConn, actors, log }) ?? []),
   ]
   routes.push(openApiRoute(() => buildOpenApi(routes, { title: 'actorbase API', version: '1', description: 'Public HTTP contract; see API.md' })))

@@ -4,7 +4,7 @@ import { AppError } from '../core/errors.js'
 import { newId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
-import { insertJob, markJobsPublished, type JobPriority, type NewJob } from '../storage/job-records.js'
+import { insertJob, insertJobs, markJobsPublished, type JobPriority, type NewJob } from '../storage/job-records.js'
 import type { Queryable, Sql } from '../storage/postgres.js'
 import { fieldErrors } from '../core/validation.js'
 import type { JobDefinition } from './jobs/define.js'
@@ -46,6 +46,8 @@ export interface JobQueue {
   publish(jobs: readonly (NewJob & { generation?: number })[]): void
   /** For trusted code outside actors: records and queues one job. */
   enqueue(request: JobRequest): Promise<{ id: string; duplicate: boolean }>
+  /** Many at once: one transaction, one multi-row insert, publishes pipelined. */
+  enqueueMany(requests: readonly JobRequest[]): Promise<{ id: string; duplicate: boolean }[]>
   definition(name: string): JobDefinition | undefined
   readonly definitions: readonly JobDefinition[]
 }
@@ -91,6 +93,13 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
       const inserted = await insertJob(o.sql, job)
       if (!inserted.duplicate) queue.publish([job])
       return inserted
+    },
+    async enqueueMany(requests) {
+      const prepared = requests.map((r) => queue.prepare(r))
+      const results = await o.sql.begin((tx) => insertJobs(tx, prepared))
+      const fresh = prepared.filter((_, i) => !results[i]!.duplicate)
+      await send(fresh)
+      return results
     },
   }
   return queue

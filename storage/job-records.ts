@@ -50,6 +50,39 @@ export async function insertJob(sql: Queryable, j: NewJob): Promise<{ id: string
   return { id: existing!.id, duplicate: true }
 }
 
+/** Many jobs in one statement; jobs whose idempotency key is taken come back as duplicates of the existing one. */
+export async function insertJobs(sql: Queryable, jobs: readonly NewJob[]): Promise<{ id: string; duplicate: boolean }[]> {
+  if (jobs.length === 0) return []
+  const rows = jobs.map((j) => ({
+    id: j.id,
+    org_id: j.orgId,
+    name: j.name,
+    queue: j.queue,
+    priority: j.priority,
+    payload: j.payload,
+    max_attempts: j.maxAttempts,
+    idempotency_key: j.idempotencyKey,
+    request_id: j.requestId,
+    run_at: j.runAt,
+  }))
+  const inserted = new Set(
+    (
+      await sql<{ id: string }[]>`
+        insert into jobs ${sql(rows as never, 'id', 'org_id', 'name', 'queue', 'priority', 'payload', 'max_attempts', 'idempotency_key', 'request_id', 'run_at')}
+        on conflict (idempotency_key) do nothing returning id`
+    ).map((r) => r.id),
+  )
+  const results: { id: string; duplicate: boolean }[] = []
+  for (const j of jobs) {
+    if (inserted.has(j.id)) results.push({ id: j.id, duplicate: false })
+    else {
+      const [existing] = await sql<{ id: string }[]>`select id from jobs where idempotency_key = ${j.idempotencyKey}`
+      results.push({ id: existing!.id, duplicate: true })
+    }
+  }
+  return results
+}
+
 export async function findJobRecord(sql: Queryable, id: string): Promise<JobRecord | undefined> {
   const [row] = await sql<JobRecord[]>`select ${columns(sql)} from jobs where id = ${id}`
   return row
