@@ -39,6 +39,7 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   for (const s of o.schedules) CronExpressionParser.parse(s.cron, { tz: s.timezone ?? 'UTC' })
   const lockKey = BigInt.asIntN(64, BigInt(`0x${createHash('sha256').update(`actorbase:scheduler:${o.names.namespace}`).digest('hex').slice(0, 16)}`))
   const js = jetstream(o.nc, { timeout: 5_000 })
+  const known = o.queue.definitions.map((d) => d.name)
   let reserved: Awaited<ReturnType<Sql['reserve']>> | undefined
   let leader = false
   let stopped = false
@@ -70,7 +71,8 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
 
   const dispatch = async () => {
     for (;;) {
-      const due = await dueUnpublishedJobs(o.sql, 1_000, 500)
+      // Only jobs this node knows: a node of an older release leaves newer job types to a newer leader.
+      const due = await dueUnpublishedJobs(o.sql, known, 1_000, 500)
       if (due.length === 0) return
       await Promise.all(due.map((j) => publishJob(js, o.names, j)))
       await markJobsPublished(o.sql, due.map((j) => j.id))

@@ -93,10 +93,10 @@ export async function markJobsPublished(sql: Queryable, ids: readonly string[]):
 }
 
 /** Jobs due and not on the queue: delayed jobs whose time came, and any a crash left unpublished. */
-export async function dueUnpublishedJobs(sql: Queryable, graceMs: number, limit: number): Promise<JobRecord[]> {
+export async function dueUnpublishedJobs(sql: Queryable, names: readonly string[], graceMs: number, limit: number): Promise<JobRecord[]> {
   return sql<JobRecord[]>`
     select ${columns(sql)} from jobs
-    where published_at is null and status = 'queued' and run_at <= now()
+    where published_at is null and status = 'queued' and run_at <= now() and name = any(${names as string[]})
       and (run_at > created_at or created_at < now() - make_interval(secs => ${graceMs / 1000}))
     order by run_at limit ${limit}`
 }

@@ -1,0 +1,239 @@
+import type { ChildProcess } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { jetstreamManager } from '@nats-io/jetstream'
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
+import { AppError } from '../core/errors.js'
+import { logLine, spawnChild } from './support/child.js'
+import { eventually } from './support/eventually.js'
+import { bearer, problem, register } from './support/identity.js'
+import { startTestNode, type TestNode } from './support/node.js'
+import { call, createOrg, expectJson } from './support/orgs.js'
+import { scratchDatabase } from './support/services.js'
+import { createTestJobTables, testJobs } from './support/test-jobs.js'
+
+// The jobs suite has a database of its own: every scheduler scans its database for due jobs.
+const namespace = `${inject('namespace')}_jobs`
+let db: Awaited<ReturnType<typeof scratchDatabase>>
+let node: TestNode
+const children: ChildProcess[] = []
+
+const env = (extra: Record<string, string> = {}) => ({
+  DATABASE_URL: db.url,
+  NAMESPACE: namespace,
+  HOST: '127.0.0.1',
+  PORT: '0',
+  LOG_LEVEL: 'info',
+  ...extra,
+})
+
+beforeAll(async () => {
+  db = await scratchDatabase(inject('databaseUrl'))
+  node = await startTestNode(
+    { DATABASE_URL: db.url, NAMESPACE: namespace, JOB_CONCURRENCY: '20', JOB_ACK_WAIT_MS: '2000', SCHEDULER_INTERVAL_MS: '100' },
+    { jobs: ({ sql }) => testJobs(sql) },
+  )
+  await createTestJobTables(node.sql)
+})
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL')
+  await node.shutdown()
+  await db.drop()
+})
+
+async function startWorkerProcess(extra: Record<string, string> = {}): Promise<ChildProcess> {
+  const child = spawnChild('test/support/worker-node.ts', env({ ROLES: 'workers', NODE_ID: `w-${randomUUID().slice(0, 6)}`, ...extra }))
+  children.push(child)
+  await logLine(child, 'worker node ready')
+  return child
+}
+
+const statusOf = async (id: string) => (await node.sql<{ status: string; attempts: number }[]>`select status, attempts from jobs where id = ${id}`)[0]
+const runsOf = async (label: string) => node.sql<{ startedAt: Date }[]>`select started_at as "startedAt" from test_job_runs where label = ${label} order by id`
+const until = (id: string, status: string, timeoutMs = 10_000) => eventually(() => statusOf(id), (s) => s?.status === status, timeoutMs, `job ${id} to be ${status}`)
+
+describe('enqueueing', () => {
+  test('a payload that fails its schema is refused at enqueue and nothing is written', async () => {
+    const before = (await node.sql<{ n: number }[]>`select count(*)::int as n from jobs`)[0]!.n
+    const err = await node.jobs.enqueue({ name: 'test.effect', payload: { key: 42 } }).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(AppError)
+    expect(err).toMatchObject({ code: 'validation.failed', errors: [expect.objectContaining({ path: 'payload.key' })] })
+    await expect(node.jobs.enqueue({ name: 'no.such.job', payload: {} })).rejects.toMatchObject({ code: 'validation.failed' })
+    expect((await node.sql<{ n: number }[]>`select count(*)::int as n from jobs`)[0]!.n).toBe(before)
+  })
+
+  test('the same idempotency key enqueued twice is one job, run once', async () => {
+    const key = `idem-${randomUUID()}`
+    const first = await node.jobs.enqueue({ name: 'test.effect', payload: { key }, idempotencyKey: key })
+    const second = await node.jobs.enqueue({ name: 'test.effect', payload: { key }, idempotencyKey: key })
+    expect(second).toEqual({ id: first.id, duplicate: true })
+    await until(first.id, 'succeeded')
+    expect(await runsOf(key)).toHaveLength(1)
+  })
+
+  test('a job enqueued in a transaction that rolls back never exists and never runs', async () => {
+    const key = `rollback-${randomUUID()}`
+    const job = node.jobs.prepare({ name: 'test.effect', payload: { key } })
+    await expect(
+      node.sql.begin(async (tx) => {
+        await node.jobs.insert(tx, job)
+        throw new Error('the change failed')
+      }),
+    ).rejects.toThrow('the change failed')
+    expect(await statusOf(job.id)).toBeUndefined()
+    // A job that does exist, enqueued after it, has run; the rolled-back one still has not.
+    const later = await node.jobs.enqueue({ name: 'test.record', payload: { label: `${key}-later` } })
+    await until(later.id, 'succeeded')
+    expect(await runsOf(key)).toHaveLength(0)
+  })
+
+  test('a delayed job does not run before its time', async () => {
+    const label = `delayed-${randomUUID()}`
+    const runAt = new Date(Date.now() + 1_500)
+    const job = await node.jobs.enqueue({ name: 'test.record', payload: { label }, runAt })
+    await until(job.id, 'succeeded', 5_000)
+    const [run] = await runsOf(label)
+    expect(run!.startedAt.getTime()).toBeGreaterThanOrEqual(runAt.getTime())
+    expect(run!.startedAt.getTime() - runAt.getTime()).toBeLessThan(1_000)
+  })
+})
+
+describe('failures', () => {
+  test('a failing job retries with growing delays, ends dead in the dead-letter stream, and runs again after a retry', async () => {
+    const owner = await register(node.url)
+    const org = await createOrg(node.url, owner)
+    const key = `switch-${randomUUID()}`
+    await node.sql`insert into test_switches (key, fail) values (${key}, true)`
+    const job = await node.jobs.enqueue({ name: 'test.switch', payload: { key }, orgId: org.id })
+    expect(await until(job.id, 'dead')).toMatchObject({ attempts: 3 })
+    const starts = (await runsOf(key)).map((r) => r.startedAt.getTime())
+    expect(starts).toHaveLength(3)
+    // Backoff 200 ms doubling with jitter in [half, full]: at least 100 ms, then at least 200 ms.
+    expect(starts[1]! - starts[0]!).toBeGreaterThanOrEqual(100)
+    expect(starts[2]! - starts[1]!).toBeGreaterThanOrEqual(200)
+    const jsm = await jetstreamManager(node.nc)
+    const dead = await jsm.streams.getMessage(node.names.deadJobsStream, { last_by_subj: node.names.deadJobSubject('test') })
+    expect(dead?.json<{ job: { id: string }; error: string }>()).toMatchObject({ job: { id: job.id }, error: `switch ${key} says fail` })
+
+    const auth = bearer(owner.accessToken)
+    expect(await expectJson(await call(node.url, auth, { method: 'GET', path: `/v1/jobs/${job.id}` }), 200)).toMatchObject({ status: 'dead', attempts: 3, error: `switch ${key} says fail` })
+    await node.sql`update test_switches set fail = false where key = ${key}`
+    const retried = await expectJson(await call(node.url, auth, { method: 'POST', path: `/v1/orgs/${org.id}/jobs/${job.id}/retry` }), 200)
+    expect(retried).toMatchObject({ id: job.id, status: 'queued', attempts: 0 })
+    await until(job.id, 'succeeded')
+    await problem(await call(node.url, auth, { method: 'POST', path: `/v1/orgs/${org.id}/jobs/${job.id}/retry` }), 409, 'conflict')
+    const audit = await expectJson<{ items: { action: string }[] }>(await call(node.url, auth, { method: 'GET', path: `/v1/orgs/${org.id}/audit-log` }), 200)
+    expect(audit.items[0]).toMatchObject({ action: 'job.retried' })
+  }, 20_000)
+
+  test('a job that declares its error permanent is dead after one attempt', async () => {
+    const key = `permanent-${randomUUID()}`
+    const job = await node.jobs.enqueue({ name: 'test.permanent', payload: { key } })
+    expect(await until(job.id, 'dead')).toMatchObject({ attempts: 1 })
+    expect(await runsOf(key)).toHaveLength(1)
+  })
+
+  test('a long job keeps its lease with heartbeats and is not given to another worker', async () => {
+    const key = `long-${randomUUID()}`
+    // Ack wait is 2 s here; the job runs for 5.
+    const job = await node.jobs.enqueue({ name: 'test.effect', payload: { key, sleepMs: 5_000 } })
+    await until(job.id, 'succeeded', 10_000)
+    expect(await runsOf(key)).toHaveLength(1)
+  }, 15_000)
+})
+
+describe('workers', () => {
+  test('org job progress reaches the org channel as events', async () => {
+    const owner = await register(node.url)
+    const org = await createOrg(node.url, owner)
+    const job = await node.jobs.enqueue({ name: 'test.record', payload: { label: `evt-${randomUUID()}` }, orgId: org.id })
+    await until(job.id, 'succeeded')
+    const events = await eventually(
+      () => node.sql<{ type: string; data: { id: string; status: string } }[]>`select type, data from outbox where channel = ${`org:${org.id}`} order by seq`,
+      (rows) => rows.filter((r) => r.type === 'job.updated').length >= 2,
+      5_000,
+      'job events',
+    )
+    expect(events.filter((e) => e.type === 'job.updated').map((e) => e.data.status)).toEqual(['running', 'succeeded'])
+  })
+
+  test('2,000 jobs over two worker processes, one killed mid-run and restarted: all complete, effects once', async () => {
+    const first = await startWorkerProcess({ JOB_CONCURRENCY: '25', JOB_ACK_WAIT_MS: '2000' })
+    await startWorkerProcess({ JOB_CONCURRENCY: '25', JOB_ACK_WAIT_MS: '2000' })
+    const batch = randomUUID().slice(0, 8)
+    const keys = Array.from({ length: 2_000 }, (_, i) => `alo-${batch}-${i}`)
+    const jobs = await node.jobs.enqueueMany(keys.map((key) => ({ name: 'test.effect', payload: { key, sleepMs: 10 } })))
+    const ids = jobs.map((j) => j.id)
+    const done = () => node.sql<{ n: number }[]>`select count(*)::int as n from jobs where id = any(${ids}) and status = 'succeeded'`.then((r) => r[0]!.n)
+    await eventually(done, (n) => n >= 300, 30_000, 'a part of the jobs to finish')
+    first.kill('SIGKILL')
+    await startWorkerProcess({ JOB_CONCURRENCY: '25', JOB_ACK_WAIT_MS: '2000' })
+    await eventually(done, (n) => n === 2_000, 90_000, 'every job to finish')
+    const effects = await node.sql<{ n: number; distinct: number }[]>`
+      select count(*)::int as n, count(distinct key)::int as distinct from test_job_effects where key like ${`alo-${batch}-%`}`
+    expect(effects[0]).toEqual({ n: 2_000, distinct: 2_000 })
+    const runs = (await node.sql<{ n: number }[]>`select count(*)::int as n from test_job_runs where label like ${`alo-${batch}-%`}`)[0]!.n
+    expect(runs).toBeGreaterThanOrEqual(2_000)
+  }, 120_000)
+})
+
+describe('priorities', () => {
+  test('high-priority jobs are not held up by a backlog of low ones', async () => {
+    const prio = await startTestNode(
+      { DATABASE_URL: db.url, NAMESPACE: `${namespace}p`, JOB_CONCURRENCY: '2' },
+      { jobs: ({ sql }) => testJobs(sql) },
+    )
+    try {
+      const tag = randomUUID().slice(0, 8)
+      await prio.jobs.enqueueMany(Array.from({ length: 150 }, (_, i) => ({ name: 'test.record', payload: { label: `low-${tag}-${i}`, sleepMs: 20 }, priority: 'low' as const })))
+      await eventually(() => runsOf(`low-${tag}-5`), (r) => r.length === 1, 5_000, 'the low backlog to be running')
+      const high = await prio.jobs.enqueueMany(Array.from({ length: 5 }, (_, i) => ({ name: 'test.record', payload: { label: `high-${tag}-${i}` }, priority: 'high' as const })))
+      await Promise.all(high.map((h) => until(h.id, 'succeeded', 5_000)))
+      const lowDone = (await node.sql<{ n: number }[]>`select count(*)::int as n from test_job_runs where label like ${`low-${tag}-%`}`)[0]!.n
+      // Two slots, 20 ms per low job: had the high ones queued behind the backlog, all 150 would have run first.
+      expect(lowDone).toBeLessThan(60)
+    } finally {
+      await prio.shutdown()
+    }
+  }, 20_000)
+})
+
+describe('cron', () => {
+  test('with two scheduler nodes each tick fires once, and a missed stretch catches up once', async () => {
+    const name = `every-second-${randomUUID().slice(0, 6)}`
+    const label = `cron-${name}`
+    const schedules = [{ name, cron: '* * * * * *', job: { name: 'test.record', payload: { label } } }]
+    const options = { jobs: ({ sql }: { sql: typeof node.sql }) => testJobs(sql), schedules }
+    const cronNs = `${namespace}c`
+    const one = await startTestNode({ DATABASE_URL: db.url, NAMESPACE: cronNs, SCHEDULER_INTERVAL_MS: '100' }, options)
+    const two = await startTestNode({ DATABASE_URL: db.url, NAMESPACE: cronNs, SCHEDULER_INTERVAL_MS: '100' }, options)
+    try {
+      await eventually(() => runsOf(label), (r) => r.length >= 4, 10_000, 'four ticks')
+      const keys = await node.sql<{ key: string; n: number }[]>`
+        select idempotency_key as key, count(*)::int as n from jobs where name = 'test.record' and payload->>'label' = ${label} group by 1`
+      expect(keys.every((k) => k.n === 1)).toBe(true)
+      const ticks = keys.map((k) => k.key.slice(k.key.indexOf(`:${name}:`) + name.length + 2)).sort()
+      expect(new Set(ticks).size).toBe(ticks.length)
+      // Every tick between the first and the last fired (no tick lost while both nodes ran).
+      const times = ticks.map((t) => Date.parse(t))
+      expect(times.at(-1)! - times[0]!).toBe((times.length - 1) * 1_000)
+    } finally {
+      await Promise.all([one.shutdown(), two.shutdown()])
+    }
+    // Down for a while: the schedule's last tick is pushed back ten seconds; on restart one catch-up fires.
+    await node.sql`update cron_state set last_tick = last_tick - interval '10 seconds' where namespace = ${cronNs} and name = ${name}`
+    const before = (await runsOf(label)).length
+    const again = await startTestNode({ DATABASE_URL: db.url, NAMESPACE: cronNs, SCHEDULER_INTERVAL_MS: '100' }, options)
+    try {
+      const catchUp = await eventually(
+        () => node.sql<{ n: number }[]>`select count(*)::int as n from jobs where payload->>'label' = ${label} and created_at > now() - interval '2 seconds'`,
+        (r) => r[0]!.n >= 1,
+        5_000,
+        'the catch-up tick',
+      )
+      expect(catchUp[0]!.n).toBeLessThanOrEqual(2)
+      await eventually(() => runsOf(label), (r) => r.length > before, 5_000, 'the catch-up tick to run')
+    } finally {
+      await again.shutdown()
+    }
+  }, 30_000)
+})
