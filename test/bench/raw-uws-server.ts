@@ -1,5 +1,7 @@
 /**
- * The baseline: the smallest possible uWebSockets.js server answering the same body as GET /health.
+ * The baseline: the smallest possible uWebSockets.js server answering the same body as GET /health, and
+ * accepting WebSockets on `/ws` (the `ws-fanout` memory baseline): each socket joins the topic named by its
+ * `?topic=` query, if any, and nothing else is kept per socket.
  * Usage: tsx test/bench/raw-uws-server.ts [port]  (port 0 or absent: any free port).
  * Prints `{"port":<n>}` on stdout once listening; exits on SIGTERM/SIGINT.
  */
@@ -19,6 +21,16 @@ uWS
   .App()
   .get('/*', (res) => {
     res.end('{"status":"ok"}')
+  })
+  .ws<{ topic: string }>('/ws', {
+    upgrade(res, req, context) {
+      const topic = new URLSearchParams(req.getQuery() ?? '').get('topic') ?? ''
+      res.upgrade({ topic }, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context)
+    },
+    open(ws) {
+      const { topic } = ws.getUserData()
+      if (topic) ws.subscribe(topic)
+    },
   })
   .listen(host, requested, (socket) => {
     if (!socket) {

@@ -17,9 +17,10 @@ import actorAsk from './actor-ask.js'
 import httpHealth from './http-health.js'
 import identity from './identity.js'
 import orgs from './orgs.js'
+import wsFanout from './ws-fanout.js'
 import { ensureWrk, killWrk } from './wrk.js'
 
-const scenarios: Scenario[] = [httpHealth, actorAsk, identity, orgs]
+const scenarios: Scenario[] = [httpHealth, actorAsk, identity, orgs, wsFanout]
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 
