@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Brings up PostgreSQL, Redis and NATS (with JetStream) on loopback for local development,
-# CI and `npm run bench`, on a Debian machine, as root. Idempotent: a service that already
-# answers on its port is left alone; a missing binary is installed from Debian packages;
-# nothing depends on systemd.
+# CI and `npm run bench`, on a Debian machine, as root, and installs Chromium for the browser
+# test of the ops page (test/ops.test.ts). Idempotent: a service that already answers on its
+# port is left alone; a missing binary is installed from Debian packages; nothing depends on
+# systemd.
 #
-#   deploy/services.sh            # make sure all three are up
+#   deploy/services.sh            # make sure all three are up and Chromium is installed
 #   deploy/services.sh --bench    # ... and install wrk for `npm run bench`
 #
 # Ports can be overridden for a second, throw-away set of servers (the defaults are what the
@@ -355,12 +356,28 @@ ensure_wrk() {
   fi
 }
 
+# ---------------------------------------------------------------- Chromium
+
+# The ops page test drives Debian's Chromium with playwright-core (which is not allowed to
+# download a browser of its own). fonts-liberation is only a recommendation of the package,
+# and apt_install skips those; without it screenshots fall back to whatever font is there.
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium ]]; then
+    state[chromium]="installed (pre-existing)"
+  else
+    apt_install chromium fonts-liberation
+    [[ -x /usr/bin/chromium ]] || die "chromium: /usr/bin/chromium not found after installing it"
+    state[chromium]="installed (just now)"
+  fi
+}
+
 # ---------------------------------------------------------------- main
 
 start_postgres
 start_redis
 start_nats
 ensure_app_database
+ensure_chromium
 if [[ $bench -eq 1 ]]; then ensure_wrk; fi
 
 echo
@@ -368,6 +385,7 @@ printf '%-9s %-22s %s\n' postgres "$HOST:$PGPORT" "${state[postgres]}"
 printf '%-9s %-22s %s\n' redis "$HOST:$REDIS_PORT" "${state[redis]}"
 printf '%-9s %-22s %s\n' nats "$HOST:$NATS_PORT" "${state[nats]}"
 printf '%-9s %-22s %s\n' database "$APP_DATABASE" "${state[database]}"
+printf '%-9s %-22s %s\n' chromium /usr/bin/chromium "${state[chromium]}"
 if [[ $bench -eq 1 ]]; then
   printf '%-9s %-22s %s\n' wrk "$(command -v wrk)" "${state[wrk]}"
 fi
