@@ -4,6 +4,7 @@ import type { Principal } from '../core/principal.js'
 import { FencingError, MovedError } from './errors.js'
 import type { ActorKind, Batching, Command, MessageContext, Outcome } from './kind.js'
 import type { ActorMetrics } from './metrics.js'
+import type { PlainSeries } from '../core/plain-metrics.js'
 
 export interface Envelope {
   command: Command
@@ -27,9 +28,8 @@ export class Activation {
   private running = false
   private closed = false
   lastActive = Date.now()
-  private readonly ok: ReturnType<ActorMetrics['handled']['labels']>
-  private readonly failed: ReturnType<ActorMetrics['handled']['labels']>
-  private readonly seconds: ReturnType<ActorMetrics['handlerSeconds']['labels']>
+  private readonly ok: PlainSeries
+  private readonly failed: PlainSeries
 
   constructor(
     readonly kind: ActorKind<unknown>,
@@ -42,9 +42,8 @@ export class Activation {
     private readonly owns: () => boolean,
   ) {
     // Labelled children once per activation: labels() builds and hashes a label object on every call.
-    this.ok = metrics.handled.labels(kind.name, 'ok')
-    this.failed = metrics.handled.labels(kind.name, 'error')
-    this.seconds = metrics.handlerSeconds.labels(kind.name)
+    this.ok = metrics.handled.series(kind.name, 'ok')
+    this.failed = metrics.handled.series(kind.name, 'error')
   }
 
   get depth(): number {
@@ -245,8 +244,7 @@ export class Activation {
   }
 
   private fail(envelope: Envelope, err: unknown, started: number): void {
-    this.failed.inc()
-    this.seconds.observe((performance.now() - started) / 1000)
+    this.failed.observe((performance.now() - started) / 1000)
     if (err instanceof FencingError) {
       // Another activation wrote a newer version: everything this one holds is stale.
       this.log.error({ kind: this.kind.name, id: this.id, requestId: envelope.requestId, err }, 'fencing: stale activation refused a write')
@@ -265,8 +263,7 @@ export class Activation {
 
   private succeed(envelope: Envelope, outcome: Outcome<unknown>, started: number): void {
     if (outcome.state !== undefined) this.state = outcome.state
-    this.ok.inc()
-    this.seconds.observe((performance.now() - started) / 1000)
+    this.ok.observe((performance.now() - started) / 1000)
     envelope.resolve(outcome.reply)
   }
 }

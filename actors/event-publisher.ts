@@ -32,10 +32,22 @@ export function createEventPublisher(o: { nc: NatsConnection; names: Names; sql:
     if (!parsed) throw new Error(`not a channel: ${channel}`)
     return o.names.eventSubject(parsed.kind, parsed.id)
   }
+  // Rows are marked published in batches a few milliseconds apart, not one statement per change: the mark only
+  // tells the relay what it need not look at, and a row published but not yet marked is at worst published
+  // again, which the stream drops as a duplicate.
+  let marks: string[] = []
+  let marking: NodeJS.Timeout | undefined
+  const flushMarks = () => {
+    marking = undefined
+    const ids = marks
+    marks = []
+    markPublished(o.sql, ids).catch((err: unknown) => o.log.warn({ err, events: ids.length }, 'published events not marked; the relay will re-publish them'))
+  }
   const send = async (channel: string, events: readonly ChannelEvent[]) => {
     // Issued together, the publishes go out on one connection in order; the acks come back in any order.
     await Promise.all(events.map((e) => js.publish(subject(channel), JSON.stringify(e), { msgID: e.id })))
-    await markPublished(o.sql, events.map((e) => e.id))
+    for (const e of events) marks.push(e.id)
+    marking ??= setTimeout(flushMarks, 10)
   }
   const enqueue = (channel: string, work: () => Promise<void>): Promise<void> => {
     const next = (chains.get(channel) ?? Promise.resolve()).then(work).catch((err: unknown) => {
@@ -71,6 +83,13 @@ export function createEventPublisher(o: { nc: NatsConnection; names: Names; sql:
     },
     async settled() {
       while (chains.size > 0) await Promise.all(chains.values())
+      if (marking) {
+        clearTimeout(marking)
+        const ids = marks
+        marks = []
+        marking = undefined
+        await markPublished(o.sql, ids).catch(() => undefined)
+      }
     },
   }
 }

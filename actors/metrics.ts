@@ -1,9 +1,10 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { plainHistogram, type PlainSeries } from '../core/plain-metrics.js'
 
 export interface ActorMetrics {
   active: Gauge<'kind'>
-  handled: Counter<'kind' | 'outcome'>
-  handlerSeconds: Histogram<'kind'>
+  /** `actor_handler_seconds` by kind and outcome, with `actor_messages_total` counting the same (plain numbers). */
+  handled: { series(kind: string, outcome: string): PlainSeries }
   batchSize: Histogram<'kind'>
   mailboxDepth: Gauge
   activations: Counter<'kind'>
@@ -18,13 +19,12 @@ export function createActorMetrics(registry: Registry): ActorMetrics {
   const registers = [registry]
   return {
     active: new Gauge({ name: 'actors_active', help: 'Actors in memory, by kind', labelNames: ['kind'], registers }),
-    handled: new Counter({ name: 'actor_messages_total', help: 'Messages handled, by kind and outcome', labelNames: ['kind', 'outcome'], registers }),
-    handlerSeconds: new Histogram({
+    handled: plainHistogram(registry, {
       name: 'actor_handler_seconds',
-      help: 'Time in an actor handler, by kind',
-      labelNames: ['kind'],
+      help: 'Time in an actor handler, by kind and outcome',
+      labelNames: ['kind', 'outcome'],
       buckets: [0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-      registers,
+      counter: { name: 'actor_messages_total', help: 'Messages handled, by kind and outcome' },
     }),
     batchSize: new Histogram({
       name: 'actor_batch_size',

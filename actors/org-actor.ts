@@ -31,7 +31,7 @@ import {
 } from './org-admin.js'
 import type { OrgActorDeps, OrgContext, OrgHandler } from './org-context.js'
 import { acceptInvitationCommand, createInvitation, listInvitationsOf, listMembers, removeMember, updateMember } from './org-members.js'
-import { batchableProjectCommands, getProject, listProjects, projectBatch, projectWrite } from './org-projects.js'
+import { batchableProjectCommands, getProject, getProjectJson, listProjects, projectBatch, projectWrite } from './org-projects.js'
 import { emptyState, orgView, permissionsOf, projectView, type OrgState } from './org-state.js'
 
 export type { OrgActorDeps } from './org-context.js'
@@ -53,6 +53,7 @@ const reads: Record<string, (s: OrgState, c: Command, x: OrgContext) => unknown>
   'org.get': getOrg,
   'channel.authorize': authorizeChannel,
   'project.get': getProject,
+  'project.json': getProjectJson,
   'projects.list': listProjects,
   'roles.list': listRoles,
   'teams.list': listTeams,

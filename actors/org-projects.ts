@@ -209,6 +209,20 @@ export function getProject(s: OrgState, c: Command, x: OrgContext): ProjectView 
   return entry.view
 }
 
+// Each version of a project serialized once: `GET /v1/orgs/:orgId/projects/:id` is the hot read.
+const serialized = new WeakMap<ProjectView, string>()
+
+/** The project as JSON text, for the HTTP read. */
+export function getProjectJson(s: OrgState, c: Command, x: OrgContext): string {
+  const view = getProject(s, c, x)
+  let json = serialized.get(view)
+  if (json === undefined) {
+    json = JSON.stringify(view)
+    serialized.set(view, json)
+  }
+  return json
+}
+
 export function listProjects(s: OrgState, c: Command, x: OrgContext): { items: ProjectView[]; nextCursor: string | null } {
   mustHave(callerOf(s, x.msg.principal), 'projects:read')
   const f = c as Command & { limit: number; after?: string }

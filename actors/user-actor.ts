@@ -63,6 +63,17 @@ export interface PublicUser {
   version: number
 }
 
+// The public view as JSON, serialized once per version of the view: `GET /v1/users/me` is the hottest read.
+const serialized = new WeakMap<PublicUser, string>()
+function jsonOf(view: PublicUser): string {
+  let json = serialized.get(view)
+  if (json === undefined) {
+    json = JSON.stringify(view)
+    serialized.set(view, json)
+  }
+  return json
+}
+
 export function publicUser(u: User): PublicUser {
   return { id: u.id, email: u.email, name: u.name, emailVerified: u.emailVerifiedAt !== null, createdAt: u.createdAt.toISOString(), version: u.version }
 }
@@ -99,14 +110,18 @@ export function userKind(d: UserActorDeps): ActorKind<unknown> {
       return { user, view: user && publicUser(user), replays: new Map(), seq }
     },
     handle(state, command, ctx) {
-      if (command.type === 'outbox.flush') {
-        void d.events.flush(userChannel(ctx.id))
-        return { reply: null }
-      }
       // Reads from memory answer synchronously; everything else may touch the database.
+      if (command.type === 'user.json') {
+        if (!state.view) throw notFound('user')
+        return { reply: jsonOf(state.view) }
+      }
       if (command.type === 'user.get') {
         if (!state.user) throw notFound('user')
         return { reply: state.view }
+      }
+      if (command.type === 'outbox.flush') {
+        void d.events.flush(userChannel(ctx.id))
+        return { reply: null }
       }
       return write(state, command, ctx)
     },

@@ -10,11 +10,20 @@ import type { WsMetrics } from './ws-metrics.js'
 /** The uWebSockets.js topic a socket of `protocol` joins for `channel`: one encoding per topic. */
 export const topicOf = (channel: string, protocol: WireProtocol) => `${protocol === 'json' ? 'j' : 'm'}:${channel}`
 
-export interface Delivered {
-  event: ChannelEvent
-  json: string | Uint8Array
-  msgpack: string | Uint8Array
+/** One event as sent to sockets; the MessagePack form is made only when a MessagePack socket needs it. */
+export class Delivered {
+  private packed: Uint8Array | string | undefined
+  constructor(
+    readonly event: ChannelEvent,
+    private readonly frame: unknown,
+    readonly json: string | Uint8Array,
+  ) {}
+  get msgpack(): string | Uint8Array {
+    return (this.packed ??= encodeFrame(this.frame, 'msgpack'))
+  }
 }
+
+const decoder = new TextDecoder()
 
 const RING = 512
 
@@ -46,7 +55,7 @@ export class ChannelFeed {
         if (err) return
         let event: ChannelEvent
         try {
-          event = JSON.parse(new TextDecoder().decode(msg.data)) as ChannelEvent
+          event = JSON.parse(decoder.decode(msg.data)) as ChannelEvent
         } catch {
           return
         }
@@ -113,7 +122,7 @@ export class ChannelFeed {
   private deliver(event: ChannelEvent): void {
     this.liveSeq = event.seq
     const frame = { type: 'event', channel: event.channel, seq: event.seq, event: { type: event.type, data: event.data, at: event.at, ...(event.requestId ? { requestId: event.requestId } : {}) } }
-    const delivered: Delivered = { event, json: encodeFrame(frame, 'json'), msgpack: encodeFrame(frame, 'msgpack') }
+    const delivered = new Delivered(event, frame, encodeFrame(frame, 'json'))
     this.ring.push(delivered)
     if (this.ring.length > RING) this.ring.shift()
     this.hub.publish(this.channel, delivered)
@@ -151,11 +160,11 @@ export class ChannelHub {
   publish(channel: string, d: Delivered): void {
     const json = topicOf(channel, 'json')
     const msgpack = topicOf(channel, 'msgpack')
-    const receivers = this.o.app.numSubscribers(json) + this.o.app.numSubscribers(msgpack)
-    if (receivers === 0) return
-    this.o.app.publish(json, d.json, typeof d.json !== 'string')
-    this.o.app.publish(msgpack, d.msgpack, true)
-    this.o.metrics.delivered.inc(receivers)
+    const jsonReceivers = this.o.app.numSubscribers(json)
+    const msgpackReceivers = this.o.app.numSubscribers(msgpack)
+    if (jsonReceivers > 0) this.o.app.publish(json, d.json, typeof d.json !== 'string')
+    if (msgpackReceivers > 0) this.o.app.publish(msgpack, d.msgpack, true)
+    if (jsonReceivers + msgpackReceivers > 0) this.o.metrics.delivered.inc(jsonReceivers + msgpackReceivers)
   }
 
   /** The channel's feed, opened (one NATS subscription) on first use; every acquire needs a release. */

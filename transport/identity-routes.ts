@@ -36,7 +36,7 @@ const TokenPair = z.object({ accessToken: z.string(), refreshToken: z.string(), 
 const SignedIn = TokenPair.extend({ user: User })
 const SessionInfo = z.object({ id: z.string(), createdAt: z.string(), lastUsedAt: z.string(), userAgent: z.string().nullable(), ip: z.string().nullable(), current: z.boolean() })
 
-const userGet = { type: 'user.get' } as const
+const userJson = { type: 'user.json' } as const
 
 const userOf = (p: Principal) => {
   if (p.type !== 'user') throw new AppError('auth.unauthenticated', 'sign in first')
@@ -231,8 +231,10 @@ export function identityRoutes(d: IdentityDeps): Route[] {
       responses: { 200: { description: 'the user', schema: User } },
       handler: async (ctx) => {
         const me = userOf(ctx.principal)
-        // The hottest authenticated read: straight to the actor, no ref built per request.
-        return { status: 200, body: await d.actors.ask<PublicUser>('user', me.userId, userGet, { principal: me, requestId: ctx.requestId }) }
+        // The hottest authenticated read: straight to the actor, no ref built per request, and the body comes
+        // back already serialized (once per version of the profile).
+        const json = await d.actors.ask<string>('user', me.userId, userJson, { principal: me, requestId: ctx.requestId })
+        return { status: 200, contentType: 'application/json', data: json }
       },
     }),
     defineRoute({

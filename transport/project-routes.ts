@@ -60,7 +60,8 @@ export function projectRoutes(d: ProjectRoutesDeps): Route[] {
       auth: 'any',
       params: ProjectParams,
       responses: { 200: { description: 'the project', schema: ProjectView } },
-      handler: async (ctx) => ({ status: 200, body: await ask(ctx, ctx.params.orgId, { type: 'project.get', projectId: ctx.params.id }) }),
+      // Served from the org actor's memory, already serialized.
+      handler: async (ctx) => ({ status: 200, contentType: 'application/json', data: await ask<string>(ctx, ctx.params.orgId, { type: 'project.json', projectId: ctx.params.id }) }),
     }),
     defineRoute({
       method: 'patch',

@@ -185,6 +185,7 @@ export function createWsServer(o: WsOptions) {
     if (!conn.open) return
     if (o.revocations.isRevoked(claims.sid)) return close(conn, CloseCode.revoked, 'session revoked')
     clearTimeout(conn.authTimer)
+    conn.authTimer = undefined
     conn.user = { userId: claims.sub, sessionId: claims.sid }
     index(bySession, claims.sid, conn, true)
     index(byUser, claims.sub, conn, true)
