@@ -237,3 +237,17 @@ describe('cron', () => {
     }
   }, 30_000)
 })
+
+test('job metrics are on /metrics: depth per queue and priority, running, finished by status, duration, pickup', async () => {
+  const job = await node.jobs.enqueue({ name: 'test.record', payload: { label: `metrics-${randomUUID()}` } })
+  const dead = await node.jobs.enqueue({ name: 'test.permanent', payload: { key: `metrics-${randomUUID()}` } })
+  await until(job.id, 'succeeded')
+  await until(dead.id, 'dead')
+  const text = await (await fetch(`${node.url}/metrics`)).text()
+  expect(text).toMatch(/^jobs_queue_depth\{[^}]*queue="test",priority="default"[^}]*\} \d+/m)
+  expect(text).toMatch(/^jobs_finished_total\{[^}]*queue="test",status="succeeded"[^}]*\} [1-9]/m)
+  expect(text).toMatch(/^jobs_finished_total\{[^}]*queue="test",status="dead"[^}]*\} [1-9]/m)
+  expect(text).toMatch(/^jobs_running\{[^}]*queue="test"[^}]*\} 0/m)
+  expect(text).toMatch(/^job_duration_seconds_count\{[^}]*name="test.record"[^}]*outcome="succeeded"[^}]*\} [1-9]/m)
+  expect(text).toMatch(/^job_pickup_latency_seconds_count\{[^}]*\} [1-9]/m)
+})
