@@ -12,6 +12,7 @@ import {
   processCpuSeconds,
   round,
   services,
+  sleep,
   startServer,
   type BenchSettings,
   type Isolated,
@@ -292,8 +293,6 @@ async function nsPerCall(call: (i: number) => Promise<unknown>, n: number): Prom
   }
   return Number(ns) / n
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 async function expectEcho(what: string, call: (n: number) => Promise<unknown>): Promise<void> {
   const n = 4242

@@ -60,20 +60,22 @@ export interface Scenario {
 }
 
 export function readSettings(env: Record<string, string | undefined>): BenchSettings {
-  const int = (name: string, fallback: number, min: number, max: number) => {
-    const text = env[name]
-    if (text === undefined || text === '') return fallback
-    const value = Number(text)
-    if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer from ${min} to ${max}, not "${text}"`)
-    return value
-  }
   return {
-    durationSec: int('BENCH_DURATION', 5, 1, 3600),
-    warmupSec: int('BENCH_WARMUP', 2, 0, 600),
-    rounds: int('BENCH_ROUNDS', 4, 1, 100),
-    connections: int('BENCH_CONNECTIONS', 50, 1, 10_000),
-    threads: int('BENCH_THREADS', 1, 1, 64),
+    durationSec: envInt(env, 'BENCH_DURATION', 5, 1, 3600),
+    warmupSec: envInt(env, 'BENCH_WARMUP', 2, 0, 600),
+    rounds: envInt(env, 'BENCH_ROUNDS', 4, 1, 100),
+    connections: envInt(env, 'BENCH_CONNECTIONS', 50, 1, 10_000),
+    threads: envInt(env, 'BENCH_THREADS', 1, 1, 64),
   }
+}
+
+/** An integer setting from `env[name]`, `fallback` when unset; throws when it is not an integer in [min, max]. */
+export function envInt(env: Record<string, string | undefined>, name: string, fallback: number, min: number, max: number): number {
+  const text = env[name]
+  if (text === undefined || text === '') return fallback
+  const value = Number(text)
+  if (!Number.isInteger(value) || value < min || value > max) throw new Error(`${name} must be an integer from ${min} to ${max}, not "${text}"`)
+  return value
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -312,6 +314,31 @@ export async function createIsolated(): Promise<Isolated> {
   }
 }
 
+/**
+ * Runs `body` on a fresh isolated install, then stops every server it pushed onto `servers` and drops the
+ * install (streams only once main.ts is gone, so it cannot recreate them). A cleanup failure is an error of
+ * its own, unless the body already failed: then it is only logged, so it does not hide the first error.
+ */
+export async function withIsolated<T>(log: (line: string) => void, body: (isolated: Isolated, servers: ServerProcess[]) => Promise<T>): Promise<T> {
+  let isolated: Isolated | undefined
+  const servers: ServerProcess[] = []
+  let failed = false
+  try {
+    isolated = await createIsolated()
+    log(`namespace and database ${isolated.namespace}`)
+    return await body(isolated, servers)
+  } catch (err) {
+    failed = true
+    throw err
+  } finally {
+    await Promise.allSettled(servers.map((s) => s.stop()))
+    await isolated?.drop().catch((err: unknown) => {
+      if (!failed) throw err
+      log(`cleanup also failed: ${err instanceof Error ? err.message : String(err)}`)
+    })
+  }
+}
+
 function redact(url: string): string {
   const parsed = new URL(url)
   if (parsed.password) parsed.password = '***'
@@ -322,6 +349,8 @@ function redact(url: string): string {
 // Small helpers
 
 export const round = (value: number, digits = 2) => Math.round(value * 10 ** digits) / 10 ** digits
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b)

@@ -1,17 +1,16 @@
 import {
-  createIsolated,
   expectResponse,
   median,
   round,
   startRawAndOurs,
+  withIsolated,
   type BenchSettings,
-  type Isolated,
   type ResultRow,
   type Scenario,
   type ScenarioResult,
   type ServerProcess,
 } from './harness.js'
-import { runWrk, type WrkResult } from './wrk.js'
+import { runWrkMeasured, wrkRow, type MeasuredRun as Run } from './wrk.js'
 
 const TARGET = 0.85
 const BODY = '{"status":"ok"}'
@@ -24,31 +23,14 @@ const BODY = '{"status":"ok"}'
 const scenario: Scenario = {
   name: 'http-health',
   description: 'GET /health through the full HTTP layer vs a raw uWebSockets.js hello world',
-  async run(settings, log) {
-    let isolated: Isolated | undefined
-    const servers: ServerProcess[] = []
-    let failed = false
-    try {
-      isolated = await createIsolated()
-      log(`namespace and database ${isolated.namespace}`)
+  run: (settings, log) =>
+    withIsolated(log, async (isolated, servers) => {
       const { raw, ours } = await startRawAndOurs(isolated, servers)
       log(`raw on ${raw.url}, ours on ${ours.url}`)
       await expectResponse(`${raw.url}/health`, 200, BODY)
       await expectResponse(`${ours.url}/health`, 200, BODY)
       return await measure(settings, log, raw, ours)
-    } catch (err) {
-      failed = true
-      throw err
-    } finally {
-      await Promise.allSettled(servers.map((s) => s.stop()))
-      // Streams are dropped once main.ts is gone, so it cannot recreate them. A cleanup failure is an
-      // error of its own, unless the scenario already failed: then it must not hide the first error.
-      await isolated?.drop().catch((err: unknown) => {
-        if (!failed) throw err
-        log(`cleanup also failed: ${err instanceof Error ? err.message : String(err)}`)
-      })
-    }
-  },
+    }),
 }
 
 export default scenario
@@ -59,18 +41,12 @@ async function measure(settings: BenchSettings, log: (line: string) => void, raw
     { key: 'raw' as const, server: raw },
     { key: 'ours' as const, server: ours },
   ]
-  const wrk = (url: string, durationSec: number) =>
-    runWrk({ url, threads: settings.threads, connections: settings.connections, durationSec })
   for (let n = 1; n <= settings.rounds; n++) {
     for (const { key, server } of targets) {
-      const url = `${server.url}/health`
-      if (settings.warmupSec > 0) await wrk(url, settings.warmupSec)
-      const cpuBefore = server.cpuSeconds()
-      const result = await wrk(url, settings.durationSec)
-      const cpuAfter = server.cpuSeconds()
-      const cpuUsPerReq =
-        cpuBefore !== undefined && cpuAfter !== undefined && result.requests > 0 ? ((cpuAfter - cpuBefore) * 1e6) / result.requests : undefined
-      runs[key].push({ ...result, cpuUsPerReq })
+      const options = { url: `${server.url}/health`, threads: settings.threads, connections: settings.connections, durationSec: settings.durationSec }
+      const result = await runWrkMeasured(server, options, settings.warmupSec)
+      const { cpuUsPerReq } = result
+      runs[key].push(result)
       log(
         `round ${n}/${settings.rounds} ${key.padEnd(4)} ${Math.round(result.requestsPerSec)} req/s, ` +
           `p50 ${result.latencyP50Ms} ms, p99 ${result.latencyP99Ms} ms, ${result.errors} errors` +
@@ -92,10 +68,10 @@ async function measure(settings: BenchSettings, log: (line: string) => void, raw
   const note = `best of ${settings.rounds}`
   log(`pair ratios ${pairRatios.map((r) => r.toFixed(3)).join(', ')}; best-of ratio ${(bestOurs.requestsPerSec / bestRaw.requestsPerSec).toFixed(3)}`)
   const rows: ResultRow[] = [
-    row('raw uWS hello world', bestRaw, note),
-    row('ours GET /health', bestOurs, note),
-    ...runs.raw.map((r, i) => row(`  raw run ${i + 1}`, r)),
-    ...runs.ours.map((r, i) => row(`  ours run ${i + 1}`, r)),
+    wrkRow('raw uWS hello world', bestRaw, note),
+    wrkRow('ours GET /health', bestOurs, note),
+    ...runs.raw.map((r, i) => wrkRow(`  raw run ${i + 1}`, r)),
+    ...runs.ours.map((r, i) => wrkRow(`  ours run ${i + 1}`, r)),
   ]
   return {
     rows,
@@ -125,25 +101,9 @@ async function measure(settings: BenchSettings, log: (line: string) => void, raw
   }
 }
 
-interface Run extends WrkResult {
-  cpuUsPerReq: number | undefined
-}
-
 const best = (results: readonly Run[]): Run => results.reduce((a, b) => (b.requestsPerSec > a.requestsPerSec ? b : a))
 
 function leastCpu(results: readonly Run[]): number | undefined {
   const values = results.map((r) => r.cpuUsPerReq).filter((v) => v !== undefined)
   return values.length ? Math.min(...values) : undefined
-}
-
-function row(label: string, r: Run, note?: string): ResultRow {
-  return {
-    label,
-    requestsPerSec: r.requestsPerSec,
-    latencyP50Ms: r.latencyP50Ms,
-    latencyP99Ms: r.latencyP99Ms,
-    errors: r.errors,
-    ...(r.cpuUsPerReq === undefined ? {} : { serverCpuUsPerReq: r.cpuUsPerReq }),
-    ...(note ? { note } : {}),
-  }
 }

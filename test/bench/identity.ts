@@ -1,15 +1,5 @@
-import {
-  createIsolated,
-  expectResponse,
-  median,
-  round,
-  startRawAndOurs,
-  type Isolated,
-  type ResultRow,
-  type Scenario,
-  type ServerProcess,
-} from './harness.js'
-import { runWrk, type WrkResult } from './wrk.js'
+import { expectResponse, median, round, startRawAndOurs, withIsolated, type ResultRow, type Scenario } from './harness.js'
+import { runWrk, wrkRow, type WrkResult } from './wrk.js'
 
 const ME_TARGET = 0.5
 const HEALTH_P99_TARGET_MS = 20
@@ -24,11 +14,8 @@ const password = 'correct horse battery staple'
 const scenario: Scenario = {
   name: 'identity',
   description: 'authenticated GET /v1/users/me vs raw uWS; login throughput; /health p99 during a login storm',
-  async run(settings, log) {
-    let isolated: Isolated | undefined
-    const servers: ServerProcess[] = []
-    try {
-      isolated = await createIsolated()
+  run: (settings, log) =>
+    withIsolated(log, async (isolated, servers) => {
       const { raw, ours } = await startRawAndOurs(isolated, servers, { LOGIN_MAX_ATTEMPTS_PER_IP: '1000000', PASSWORD_HASH_QUEUE: '10000' })
       await expectResponse(`${raw.url}/health`, 200, '{"status":"ok"}')
       const email = `bench-${Date.now()}@example.com`
@@ -68,10 +55,10 @@ const scenario: Scenario = {
       const mePass = ratio >= ME_TARGET
       const healthPass = health.latencyP99Ms <= HEALTH_P99_TARGET_MS
       const rows: ResultRow[] = [
-        ...rawRuns.map((r, i) => row(`raw uWS run ${i + 1}`, r)),
-        ...meRuns.map((r, i) => row(`GET /v1/users/me run ${i + 1}`, r)),
-        row('POST /v1/auth/login (16 conns)', logins),
-        row('GET /health during logins (1 conn)', health),
+        ...rawRuns.map((r, i) => wrkRow(`raw uWS run ${i + 1}`, r)),
+        ...meRuns.map((r, i) => wrkRow(`GET /v1/users/me run ${i + 1}`, r)),
+        wrkRow('POST /v1/auth/login (16 conns)', logins),
+        wrkRow('GET /health during logins (1 conn)', health),
       ]
       return {
         rows,
@@ -91,15 +78,7 @@ const scenario: Scenario = {
           healthTargetMs: HEALTH_P99_TARGET_MS,
         },
       }
-    } finally {
-      await Promise.allSettled(servers.map((s) => s.stop()))
-      await isolated?.drop()
-    }
-  },
+    }),
 }
 
 export default scenario
-
-function row(label: string, r: WrkResult): ResultRow {
-  return { label, requestsPerSec: r.requestsPerSec, latencyP50Ms: r.latencyP50Ms, latencyP99Ms: r.latencyP99Ms, errors: r.errors }
-}

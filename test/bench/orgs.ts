@@ -1,20 +1,19 @@
 import { randomBytes } from 'node:crypto'
 import {
-  createIsolated,
   expectResponse,
   median,
   portLine,
   round,
   startRawAndOurs,
   startServer,
+  withIsolated,
   type BenchSettings,
-  type Isolated,
   type ResultRow,
   type Scenario,
   type ScenarioResult,
   type ServerProcess,
 } from './harness.js'
-import { runWrk, type WrkOptions, type WrkResult } from './wrk.js'
+import { runWrkMeasured, wrkRow, type MeasuredRun as Run, type WrkOptions } from './wrk.js'
 
 const RAW_TARGET = 0.4
 const PEER_GET_TARGET = 2
@@ -33,13 +32,8 @@ const projectFields = ['id', 'orgId', 'teamId', 'name', 'description', 'status',
 const scenario: Scenario = {
   name: 'orgs',
   description: 'GET/POST org projects (RBAC, audit) vs raw uWS and a typical Fastify 5 + jose + postgres.js peer',
-  async run(settings, log) {
-    let isolated: Isolated | undefined
-    const servers: ServerProcess[] = []
-    let failed = false
-    try {
-      isolated = await createIsolated()
-      log(`namespace and database ${isolated.namespace}`)
+  run: (settings, log) =>
+    withIsolated(log, async (isolated, servers) => {
       // A long token lifetime so that long runs (BENCH_DURATION, BENCH_ROUNDS) never measure 401s.
       const { raw, ours } = await startRawAndOurs(isolated, servers, { ACCESS_TOKEN_TTL_S: '86400' })
       // The peer starts after ours: ours migrated the database and serves the public keys it verifies with.
@@ -57,17 +51,7 @@ const scenario: Scenario = {
       await checkAnswers(world, ours.url, peer.url)
       log(`org ${world.orgId}, project ${world.projectId}; ours and the peer answer alike`)
       return await measure(settings, log, { raw, ours, peer }, world)
-    } catch (err) {
-      failed = true
-      throw err
-    } finally {
-      await Promise.allSettled(servers.map((s) => s.stop()))
-      await isolated?.drop().catch((err: unknown) => {
-        if (!failed) throw err
-        log(`cleanup also failed: ${err instanceof Error ? err.message : String(err)}`)
-      })
-    }
-  },
+    }),
 }
 
 export default scenario
@@ -163,10 +147,6 @@ async function checkAnswers(w: World, ours: string, peer: string): Promise<void>
 // ---------------------------------------------------------------------------------------------------------
 // Measuring
 
-interface Run extends WrkResult {
-  cpuUsPerReq: number | undefined
-}
-
 interface Servers {
   raw: ServerProcess
   ours: ServerProcess
@@ -174,15 +154,8 @@ interface Servers {
 }
 
 async function measure(settings: BenchSettings, log: (line: string) => void, s: Servers, w: World): Promise<ScenarioResult> {
-  const wrk = async (server: ServerProcess, path: string, extra: Partial<WrkOptions>): Promise<Run> => {
-    const options: WrkOptions = { url: `${server.url}${path}`, threads: settings.threads, connections: settings.connections, durationSec: settings.durationSec, ...extra }
-    if (settings.warmupSec > 0) await runWrk({ ...options, durationSec: settings.warmupSec })
-    const before = server.cpuSeconds()
-    const result = await runWrk(options)
-    const after = server.cpuSeconds()
-    const cpuUsPerReq = before !== undefined && after !== undefined && result.requests > 0 ? ((after - before) * 1e6) / result.requests : undefined
-    return { ...result, cpuUsPerReq }
-  }
+  const wrk = (server: ServerProcess, path: string, extra: Partial<WrkOptions>): Promise<Run> =>
+    runWrkMeasured(server, { url: `${server.url}${path}`, threads: settings.threads, connections: settings.connections, durationSec: settings.durationSec, ...extra }, settings.warmupSec)
   const getPath = `/v1/orgs/${w.orgId}/projects/${w.projectId}`
   const auth = { headers: w.owner }
   const runs = { raw: [] as Run[], oursGet: [] as Run[], peerGet: [] as Run[], oursPost: [] as Run[], peerPost: [] as Run[] }
@@ -217,11 +190,11 @@ async function measure(settings: BenchSettings, log: (line: string) => void, s: 
   const pass = ratios.every((r) => r.ratio >= r.target)
 
   const rows: ResultRow[] = [
-    ...runs.raw.map((r, i) => row(`raw uWS GET /health run ${i + 1}`, r)),
-    ...runs.oursGet.map((r, i) => row(`ours GET project run ${i + 1}`, r)),
-    ...runs.peerGet.map((r, i) => row(`fastify GET project run ${i + 1}`, r)),
-    ...runs.oursPost.map((r, i) => row(`ours POST project run ${i + 1}`, r, 'txn + audit')),
-    ...runs.peerPost.map((r, i) => row(`fastify POST project run ${i + 1}`, r, 'txn + audit')),
+    ...runs.raw.map((r, i) => wrkRow(`raw uWS GET /health run ${i + 1}`, r)),
+    ...runs.oursGet.map((r, i) => wrkRow(`ours GET project run ${i + 1}`, r)),
+    ...runs.peerGet.map((r, i) => wrkRow(`fastify GET project run ${i + 1}`, r)),
+    ...runs.oursPost.map((r, i) => wrkRow(`ours POST project run ${i + 1}`, r, 'txn + audit')),
+    ...runs.peerPost.map((r, i) => wrkRow(`fastify POST project run ${i + 1}`, r, 'txn + audit')),
   ]
   const medianRps = (r: readonly Run[]) => Math.round(median(r.map((x) => x.requestsPerSec)))
   return {
@@ -246,17 +219,5 @@ async function measure(settings: BenchSettings, log: (line: string) => void, s: 
       connections: settings.connections,
       threads: settings.threads,
     },
-  }
-}
-
-function row(label: string, r: Run, note?: string): ResultRow {
-  return {
-    label,
-    requestsPerSec: r.requestsPerSec,
-    latencyP50Ms: r.latencyP50Ms,
-    latencyP99Ms: r.latencyP99Ms,
-    errors: r.errors,
-    ...(r.cpuUsPerReq === undefined ? {} : { serverCpuUsPerReq: r.cpuUsPerReq }),
-    ...(note ? { note } : {}),
   }
 }

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import type { ResultRow, ServerProcess } from './harness.js'
 
 export interface WrkOptions {
   url: string
@@ -15,6 +16,8 @@ export interface WrkOptions {
   headers?: Record<string, string>
   /** A POST with this JSON body instead of a GET (through a generated wrk Lua script). */
   postJson?: string
+  /** Path of a wrk Lua script of the caller's own (`-s`); replaces `postJson`. */
+  script?: string
 }
 
 export interface WrkResult {
@@ -46,7 +49,7 @@ export function runWrk(options: WrkOptions): Promise<WrkResult> {
     `${options.timeoutSec ?? 5}s`,
     '--latency',
     ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => ['-H', `${name}: ${value}`]),
-    ...(options.postJson === undefined ? [] : ['-s', postScript(options.postJson)]),
+    ...(options.script !== undefined ? ['-s', options.script] : options.postJson === undefined ? [] : ['-s', postScript(options.postJson)]),
     options.url,
   ]
   return new Promise((resolve, reject) => {
@@ -75,6 +78,34 @@ export function runWrk(options: WrkOptions): Promise<WrkResult> {
       }
     })
   })
+}
+
+export interface MeasuredRun extends WrkResult {
+  /** CPU time the server process used per request answered (user + system), when measurable. */
+  cpuUsPerReq: number | undefined
+}
+
+/** A warm-up run of `warmupSec` (none when 0), then the measured run with the server's CPU time read around it. */
+export async function runWrkMeasured(server: Pick<ServerProcess, 'cpuSeconds'>, options: WrkOptions, warmupSec: number): Promise<MeasuredRun> {
+  if (warmupSec > 0) await runWrk({ ...options, durationSec: warmupSec })
+  const before = server.cpuSeconds()
+  const result = await runWrk(options)
+  const after = server.cpuSeconds()
+  const cpuUsPerReq = before !== undefined && after !== undefined && result.requests > 0 ? ((after - before) * 1e6) / result.requests : undefined
+  return { ...result, cpuUsPerReq }
+}
+
+/** A summary table line for one wrk run. */
+export function wrkRow(label: string, r: WrkResult & { cpuUsPerReq?: number | undefined }, note?: string): ResultRow {
+  return {
+    label,
+    requestsPerSec: r.requestsPerSec,
+    latencyP50Ms: r.latencyP50Ms,
+    latencyP99Ms: r.latencyP99Ms,
+    errors: r.errors,
+    ...(r.cpuUsPerReq === undefined ? {} : { serverCpuUsPerReq: r.cpuUsPerReq }),
+    ...(note ? { note } : {}),
+  }
 }
 
 /** Parses the text `wrk --latency` prints; throws when the lines it needs are missing. */

@@ -1,7 +1,7 @@
 /**
  * The client side of the `ws-fanout` benchmark: one load-generator process holding many WebSocket clients,
- * driven by the benchmark over Node's IPC channel (started with `fork`, `serialization: 'advanced'`). It
- * lives beside the peers because it is the other end of their sockets; it is not a server.
+ * driven by the benchmark over Node's IPC channel (started by ws-fanout-client-pool.ts with `fork`,
+ * `serialization: 'advanced'`). A load generator, not a server: it lives with the scenario, not the peers.
  *
  * Three kinds of socket, each with the library a real client of that server would use:
  * - `ours`: the `ws` package on `/v1/ws`: auth frame, `ready`, subscribe to the org channel, `ok`;

@@ -16,11 +16,8 @@
  * no cluster; exits on SIGTERM/SIGINT.
  */
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify'
-import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
-import postgres from 'postgres'
-import { loadConfig } from '../../../core/config.js'
-import { newId } from '../../../core/ids.js'
-import { builtInRoles, isBuiltInRole, type Permission } from '../../../core/rbac.js'
+import type { Permission } from '../../../core/rbac.js'
+import { insertProjectWithAudit, loadPeerContext, permissionOf, projectColumns, type ProjectRow } from './peer-common.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -28,33 +25,11 @@ declare module 'fastify' {
   }
 }
 
-interface ProjectRow {
-  id: string
-  orgId: string
-  teamId: string | null
-  name: string
-  description: string
-  status: string
-  version: number
-  createdAt: Date
-  updatedAt: Date
-}
-
-const jwksUrl = process.argv[2]
-if (!jwksUrl) {
-  process.stderr.write('usage: fastify-projects.ts <jwks url>\n')
-  process.exit(2)
-}
-
-const config = loadConfig(process.env)
-const jwksResponse = await fetch(jwksUrl, { signal: AbortSignal.timeout(5_000) })
-if (!jwksResponse.ok) throw new Error(`GET ${jwksUrl} answered ${jwksResponse.status}`)
-const jwks = createLocalJWKSet((await jwksResponse.json()) as JSONWebKeySet)
-
-const sql = postgres(config.databaseUrl, {
-  max: config.dbPoolMax,
-  onnotice: () => {},
-  connection: { application_name: 'bench-fastify-peer' },
+const { config, sql, verify } = await loadPeerContext({
+  script: 'fastify-projects.ts',
+  applicationName: 'bench-fastify-peer',
+  argv: process.argv,
+  env: process.env,
 })
 
 const app = Fastify({ logger: false })
@@ -66,13 +41,7 @@ app.addHook('onRequest', async (req, reply) => {
   const header = req.headers.authorization
   if (!header?.startsWith('Bearer ')) return problem(reply, 401, 'missing bearer token')
   try {
-    const { payload } = await jwtVerify(header.slice(7), jwks, {
-      algorithms: ['EdDSA'],
-      issuer: config.jwtIssuer,
-      audience: config.jwtAudience,
-      requiredClaims: ['sub', 'exp'],
-    })
-    req.userId = payload.sub!
+    req.userId = await verify(header.slice(7))
   } catch {
     return problem(reply, 401, 'invalid token')
   }
@@ -81,11 +50,10 @@ app.addHook('onRequest', async (req, reply) => {
 /** A preHandler that lets the request through only when the caller's roles in `:orgId` grant `permission`. */
 function requirePermission(permission: Permission) {
   return async (req: FastifyRequest<{ Params: { orgId: string } }>, reply: FastifyReply) => {
-    const rows = await sql<{ role: string }[]>`select role from member_roles where org_id = ${req.params.orgId} and user_id = ${req.userId}`
+    const answer = await permissionOf(sql, req.params.orgId, req.userId, permission)
     // Not a member: the organization does not exist as far as the caller is concerned.
-    if (rows.length === 0) return problem(reply, 404, 'organization not found')
-    const granted = rows.some(({ role }) => isBuiltInRole(role) && (builtInRoles[role] as readonly Permission[]).includes(permission))
-    if (!granted) return problem(reply, 403, `missing permission ${permission}`)
+    if (answer === 'not member') return problem(reply, 404, 'organization not found')
+    if (answer === 'no') return problem(reply, 403, `missing permission ${permission}`)
   }
 }
 
@@ -104,7 +72,7 @@ const projectSchema = {
     updatedAt: { type: 'string', format: 'date-time' },
   },
 } as const
-const columns = sql`id, org_id as "orgId", team_id as "teamId", name, description, status, version, created_at as "createdAt", updated_at as "updatedAt"`
+const columns = projectColumns(sql)
 
 app.get<{ Params: { orgId: string; id: string } }>(
   '/v1/orgs/:orgId/projects/:id',
@@ -140,16 +108,7 @@ app.post<{ Params: { orgId: string }; Body: { name: string; description?: string
   async (req, reply) => {
     const { orgId } = req.params
     const { name, description = '' } = req.body
-    const row = await sql.begin(async (tx) => {
-      const [project] = await tx<ProjectRow[]>`
-        insert into projects (id, org_id, name, description) values (${newId()}, ${orgId}, ${name}, ${description})
-        returning ${columns}`
-      const changes = { name, description, status: project!.status, teamId: null }
-      await tx`
-        insert into audit_log (id, org_id, actor_type, actor_id, action, target_type, target_id, request_id, changes)
-        values (${newId()}, ${orgId}, 'user', ${req.userId}, 'project.created', 'project', ${project!.id}, ${req.id}, ${tx.json(changes)})`
-      return project!
-    })
+    const row = await insertProjectWithAudit(sql, { orgId, userId: req.userId, requestId: req.id, name, description })
     return reply.code(201).send(row)
   },
 )

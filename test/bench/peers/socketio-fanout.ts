@@ -17,24 +17,9 @@
  * Prints `{"port":<n>}` on stdout once listening; one process, no adapter, no cluster; exits on SIGTERM/SIGINT.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose'
-import postgres from 'postgres'
 import { Server } from 'socket.io'
-import { loadConfig } from '../../../core/config.js'
-import { newId, newRequestId } from '../../../core/ids.js'
-import { builtInRoles, isBuiltInRole, type Permission } from '../../../core/rbac.js'
-
-interface ProjectRow {
-  id: string
-  orgId: string
-  teamId: string | null
-  name: string
-  description: string
-  status: string
-  version: number
-  createdAt: Date
-  updatedAt: Date
-}
+import { newRequestId } from '../../../core/ids.js'
+import { insertProjectWithAudit, loadPeerContext, permissionOf } from './peer-common.js'
 
 interface SocketData {
   userId: string
@@ -57,43 +42,15 @@ interface ServerToClient {
   event(frame: EventFrame): void
 }
 
-const jwksUrl = process.argv[2]
-if (!jwksUrl) {
-  process.stderr.write('usage: socketio-fanout.ts <jwks url>\n')
-  process.exit(2)
-}
-
-const config = loadConfig(process.env)
-const jwksResponse = await fetch(jwksUrl, { signal: AbortSignal.timeout(5_000) })
-if (!jwksResponse.ok) throw new Error(`GET ${jwksUrl} answered ${jwksResponse.status}`)
-const jwks = createLocalJWKSet((await jwksResponse.json()) as JSONWebKeySet)
-
-const sql = postgres(config.databaseUrl, {
-  max: config.dbPoolMax,
-  onnotice: () => {},
-  connection: { application_name: 'bench-socketio-peer' },
+const { config, sql, verify } = await loadPeerContext({
+  script: 'socketio-fanout.ts',
+  applicationName: 'bench-socketio-peer',
+  argv: process.argv,
+  env: process.env,
 })
-
-const verify = async (token: string): Promise<string> => {
-  const { payload } = await jwtVerify(token, jwks, {
-    algorithms: ['EdDSA'],
-    issuer: config.jwtIssuer,
-    audience: config.jwtAudience,
-    requiredClaims: ['sub', 'exp'],
-  })
-  return payload.sub!
-}
-
-/** The caller's built-in roles in the organization grant `permission`: 'yes', 'no' (403) or 'not member' (404). */
-async function permitted(orgId: string, userId: string, permission: Permission): Promise<'yes' | 'no' | 'not member'> {
-  const rows = await sql<{ role: string }[]>`select role from member_roles where org_id = ${orgId} and user_id = ${userId}`
-  if (rows.length === 0) return 'not member'
-  return rows.some(({ role }) => isBuiltInRole(role) && (builtInRoles[role] as readonly Permission[]).includes(permission)) ? 'yes' : 'no'
-}
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const safeRequestId = /^[A-Za-z0-9._~:/+=-]{1,128}$/
-const columns = sql`id, org_id as "orgId", team_id as "teamId", name, description, status, version, created_at as "createdAt", updated_at as "updatedAt"`
 const seqs = new Map<string, number>()
 
 const http = createServer((req, res) => {
@@ -123,7 +80,7 @@ io.on('connection', (socket) => {
     const ack = reply as Ack
     const orgId = typeof channel === 'string' && channel.startsWith('org:') ? channel.slice(4) : ''
     if (!uuid.test(orgId)) return ack({ error: 'validation.failed' })
-    permitted(orgId, socket.data.userId, 'projects:read').then(
+    permissionOf(sql, orgId, socket.data.userId, 'projects:read').then(
       (answer) => {
         if (answer !== 'yes') return ack({ error: 'rbac.forbidden' })
         void socket.join(`org:${orgId}`)
@@ -182,19 +139,10 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   if (typeof name !== 'string' || name.length < 1 || name.length > 100 || typeof description !== 'string' || description.length > 2000) {
     return answer(res, 400, { status: 400, title: 'invalid body' }, requestId)
   }
-  const allowed = await permitted(orgId, userId, 'projects:write')
+  const allowed = await permissionOf(sql, orgId, userId, 'projects:write')
   if (allowed === 'not member') return answer(res, 404, { status: 404, title: 'organization not found' }, requestId)
   if (allowed === 'no') return answer(res, 403, { status: 403, title: 'missing permission projects:write' }, requestId)
-  const project = await sql.begin(async (tx) => {
-    const [row] = await tx<ProjectRow[]>`
-      insert into projects (id, org_id, name, description) values (${newId()}, ${orgId}, ${name}, ${description})
-      returning ${columns}`
-    const changes = { name, description, status: row!.status, teamId: null }
-    await tx`
-      insert into audit_log (id, org_id, actor_type, actor_id, action, target_type, target_id, request_id, changes)
-      values (${newId()}, ${orgId}, 'user', ${userId}, 'project.created', 'project', ${row!.id}, ${requestId}, ${tx.json(changes)})`
-    return row!
-  })
+  const project = await insertProjectWithAudit(sql, { orgId, userId, requestId, name, description })
   answer(res, 201, project, requestId)
   // After the commit, as a typical Socket.IO service does: no outbox, a crash here loses the event.
   const channel = `org:${orgId}`
