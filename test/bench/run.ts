@@ -16,11 +16,12 @@ import { machineBusy, readSettings, round, stopAll, type ResultRow, type Scenari
 import actorAsk from './actor-ask.js'
 import httpHealth from './http-health.js'
 import identity from './identity.js'
+import jobs from './jobs.js'
 import orgs from './orgs.js'
 import wsFanout from './ws-fanout.js'
 import { ensureWrk, killWrk } from './wrk.js'
 
-const scenarios: Scenario[] = [httpHealth, actorAsk, identity, orgs, wsFanout]
+const scenarios: Scenario[] = [httpHealth, actorAsk, identity, orgs, wsFanout, jobs]
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`)
 
