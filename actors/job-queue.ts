@@ -56,12 +56,43 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
   const defs = new Map(o.definitions.map((d) => [d.name, d]))
   const js: JetStreamClient = jetstream(o.nc, { timeout: 5_000 })
 
+  // Marks go to Postgres a few milliseconds apart in one statement: a mark only tells the dispatcher what it
+  // need not publish, and a job published but not yet marked is at worst published again (a duplicate the
+  // stream drops, or a delivery the worker finds already done).
+  let marks: string[] = []
+  let marking: NodeJS.Timeout | undefined
+  const mark = (ids: readonly string[]) => {
+    marks.push(...ids)
+    marking ??= setTimeout(() => {
+      marking = undefined
+      const batch = marks
+      marks = []
+      markJobsPublished(o.sql, batch).catch((err: unknown) => o.log.warn({ err, jobs: batch.length }, 'published jobs not marked; the dispatcher may publish them again'))
+    }, 5)
+  }
   const send = async (jobs: readonly (NewJob & { generation?: number })[]) => {
     const due = jobs.filter((j) => j.runAt.getTime() <= Date.now())
     if (due.length === 0) return
     await Promise.all(due.map((j) => publishJob(js, o.names, j)))
-    await markJobsPublished(o.sql, due.map((j) => j.id))
+    mark(due.map((j) => j.id))
   }
+
+  // Single enqueues arriving together share one insert statement (group commit), as enqueueMany does.
+  let waiting: { job: NewJob; resolve: (r: { id: string; duplicate: boolean }) => void; reject: (e: unknown) => void }[] = []
+  let inserting: NodeJS.Timeout | undefined
+  const insertSoon = (job: NewJob) =>
+    new Promise<{ id: string; duplicate: boolean }>((resolve, reject) => {
+      waiting.push({ job, resolve, reject })
+      inserting ??= setTimeout(() => {
+        inserting = undefined
+        const batch = waiting
+        waiting = []
+        insertJobs(o.sql, batch.map((w) => w.job)).then(
+          (results) => batch.forEach((w, i) => w.resolve(results[i]!)),
+          (err: unknown) => batch.forEach((w) => w.reject(err)),
+        )
+      }, 1)
+    })
 
   const queue: JobQueue = {
     definitions: o.definitions,
@@ -90,7 +121,7 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
     },
     async enqueue(r) {
       const job = queue.prepare(r)
-      const inserted = await insertJob(o.sql, job)
+      const inserted = await insertSoon(job)
       if (!inserted.duplicate) queue.publish([job])
       return inserted
     },

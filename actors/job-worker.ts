@@ -2,7 +2,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMes
 import type { NatsConnection } from '@nats-io/transport-node'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
-import { finishJobs, startJobs, type JobOutcome, type JobPriority } from '../storage/job-records.js'
+import { recordJobStates, runnableJobs, type JobPriority, type JobStateChange } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
 import { priorities, type JobMessage, type JobQueue } from './job-queue.js'
 import type { JobMetrics } from './job-metrics.js'
@@ -50,19 +50,22 @@ class Slots {
 }
 
 /**
- * Group commit for job state: starts and outcomes collected over a few milliseconds go to Postgres in one
- * statement each, so the record keeping costs a fraction of a round trip per job.
+ * Group commit for job state: changes collected over a few milliseconds go to Postgres in one statement.
+ * Flushes run one after another, so a job's start is never written after its end.
  */
 function batcher<T, R>(flush: (items: T[]) => Promise<R[]>, windowMs: number) {
   let items: { item: T; resolve: (r: R) => void; reject: (e: unknown) => void }[] = []
   let timer: NodeJS.Timeout | undefined
+  let previous: Promise<void> = Promise.resolve()
   const run = () => {
     timer = undefined
     const batch = items
     items = []
-    flush(batch.map((b) => b.item)).then(
-      (results) => batch.forEach((b, i) => b.resolve(results[i]!)),
-      (err: unknown) => batch.forEach((b) => b.reject(err)),
+    previous = previous.then(() =>
+      flush(batch.map((b) => b.item)).then(
+        (results) => batch.forEach((b, i) => b.resolve(results[i]!)),
+        (err: unknown) => batch.forEach((b) => b.reject(err)),
+      ),
     )
   }
   return (item: T) =>
@@ -92,14 +95,23 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
   const inFlight = new Set<Promise<void>>()
   let stopping = false
 
-  const start = batcher<string, { attempts: number; orgId: string | null } | undefined>(async (ids) => {
-    const started = await startJobs(o.sql, ids)
-    return ids.map((id) => started.get(id))
+  // Only a redelivered job may already be finished (a duplicate past the queue's window, or a worker that
+  // died after recording the end); a first delivery runs without asking Postgres first.
+  const runnable = batcher<string, boolean>(async (ids) => {
+    const ok = await runnableJobs(o.sql, ids)
+    return ids.map((id) => ok.has(id))
   }, 2)
-  const finish = batcher<JobOutcome, void>(async (outcomes) => {
-    await finishJobs(o.sql, outcomes)
-    return outcomes.map(() => undefined)
+  const record = batcher<JobStateChange, void>(async (changes) => {
+    // A start and an end of the same attempt in one batch become one write.
+    const byJob = new Map<string, JobStateChange>()
+    for (const c of changes) {
+      const earlier = byJob.get(c.id)
+      byJob.set(c.id, earlier && earlier.status === 'running' && c.status !== 'running' ? { ...c, started: true } : c)
+    }
+    await recordJobStates(o.sql, [...byJob.values()])
+    return changes.map(() => undefined)
   }, 2)
+  const settling = new Set<Promise<void>>()
 
   const queues = [...new Set(o.queue.definitions.map((d) => d.queue))]
   for (const queue of queues) {
@@ -139,6 +151,7 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     }
   }
 
+  /** Runs one delivery; resolves when the handler is done (the slot is free), while its outcome is recorded and acknowledged after. */
   async function run(m: JsMsg): Promise<void> {
     const job = safeMessage(m)
     const def = job && o.queue.definition(job.name)
@@ -147,53 +160,74 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       await deadLetter(m, job, 'unknown job or undecodable message')
       return
     }
-    const started = await start(job.id).catch((err: unknown) => {
-      o.log.warn({ err, jobId: job.id }, 'job not started (database); it will be delivered again')
-      m.nak(1_000)
-      return null
-    })
-    if (started === null) return
-    if (!started) {
-      // Succeeded or dead already: a duplicate delivery past the queue's de-duplication window.
-      m.ack()
-      return
+    const attempt = m.info.deliveryCount
+    if (attempt > 1) {
+      const ok = await runnable(job.id).catch((err: unknown) => {
+        o.log.warn({ err, jobId: job.id }, 'job state unknown (database); it will be delivered again')
+        m.nak(1_000)
+        return null
+      })
+      if (ok === null) return
+      if (!ok) {
+        // Succeeded or dead already: acknowledged without running.
+        m.ack()
+        return
+      }
     }
+    // The start is recorded in the background (batched): the job does not wait for it.
+    record({ id: job.id, status: 'running', attempt, started: true }).catch((err: unknown) => o.log.warn({ err, jobId: job.id }, 'job start not recorded'))
     const labels = { queue: job.queue, name: job.name }
     o.metrics.running.labels(job.queue).inc()
-    if (job.orgId) o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: 'running', attempts: started.attempts })
+    if (job.orgId) o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: 'running', attempts: attempt })
     const abort = new AbortController()
     const timeout = setTimeout(() => abort.abort(new Error(`timed out after ${def.timeoutMs ?? 60_000} ms`)), def.timeoutMs ?? 60_000)
     // Long jobs tell JetStream they are alive, so they are not given to another worker while they run.
     const heartbeat = setInterval(() => m.working(), Math.max(500, Math.floor(o.ackWaitMs / 3)))
     const timer = o.metrics.duration.startTimer(labels)
-    let outcome: JobOutcome
+    let outcome: JobStateChange
     try {
       const result = await Promise.race([
-        def.run(job.payload, { id: job.id, attempt: started.attempts, orgId: job.orgId, requestId: job.requestId, log: o.log.child({ jobId: job.id, job: job.name }), signal: abort.signal }),
+        def.run(job.payload, { id: job.id, attempt, orgId: job.orgId, requestId: job.requestId, log: o.log.child({ jobId: job.id, job: job.name }), signal: abort.signal }),
         new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true })),
       ])
-      outcome = { id: job.id, status: 'succeeded', result: result ?? null }
+      outcome = { id: job.id, status: 'succeeded', attempt, started: false, result: result ?? null }
       timer({ outcome: 'succeeded' })
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err)
       const permanent = err instanceof PermanentJobError
-      const dead = permanent || started.attempts >= job.maxAttempts
-      const delay = dead ? 0 : backoffDelay(def, started.attempts)
-      outcome = dead ? { id: job.id, status: 'dead', error: message } : { id: job.id, status: 'failed', error: message, nextAttemptAt: new Date(Date.now() + delay) }
+      const dead = permanent || attempt >= job.maxAttempts
+      const delay = dead ? 0 : backoffDelay(def, attempt)
+      outcome = dead
+        ? { id: job.id, status: 'dead', attempt, started: false, error: message }
+        : { id: job.id, status: 'failed', attempt, started: false, error: message, nextAttemptAt: new Date(Date.now() + delay) }
       timer({ outcome: outcome.status })
-      o.log.warn({ jobId: job.id, job: job.name, attempt: started.attempts, err, dead }, dead ? 'job dead' : 'job failed; retrying')
+      o.log.warn({ jobId: job.id, job: job.name, attempt, err, dead }, dead ? 'job dead' : 'job failed; retrying')
     } finally {
       clearTimeout(timeout)
       clearInterval(heartbeat)
       o.metrics.running.labels(job.queue).dec()
     }
-    await finish(outcome).catch((err: unknown) => o.log.error({ err, jobId: job.id }, 'job outcome not recorded'))
+    // The slot frees now; the outcome is acknowledged only once it is recorded, so a crash in between
+    // means the job runs again rather than being lost.
+    const settle = conclude(m, job, outcome)
+    settling.add(settle)
+    void settle.finally(() => settling.delete(settle))
+  }
+
+  async function conclude(m: JsMsg, job: JobMessage, outcome: JobStateChange): Promise<void> {
+    try {
+      await record(outcome)
+    } catch (err) {
+      o.log.error({ err, jobId: job.id }, 'job outcome not recorded; it will be delivered again')
+      m.nak(1_000)
+      return
+    }
     o.metrics.finished.labels(job.queue, outcome.status).inc()
     if (outcome.status === 'succeeded') m.ack()
-    else if (outcome.status === 'failed') m.nak(outcome.nextAttemptAt!.getTime() - Date.now())
+    else if (outcome.status === 'failed') m.nak(Math.max(0, outcome.nextAttemptAt!.getTime() - Date.now()))
     else await deadLetter(m, job, outcome.error ?? 'failed')
     if (job.orgId) {
-      o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: outcome.status, attempts: started.attempts, ...(outcome.error ? { error: outcome.error } : {}) })
+      o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: outcome.status, attempts: outcome.attempt, ...(outcome.error ? { error: outcome.error } : {}) })
     }
   }
 
@@ -218,7 +252,7 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       stopping = true
       for (const s of streams) s.stop()
       const deadline = new Promise((r) => setTimeout(r, timeoutMs).unref())
-      await Promise.race([Promise.allSettled([...inFlight]), deadline])
+      await Promise.race([Promise.allSettled([...inFlight]).then(() => Promise.allSettled([...settling])), deadline])
     },
   }
 }

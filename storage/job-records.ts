@@ -88,8 +88,13 @@ export async function findJobRecord(sql: Queryable, id: string): Promise<JobReco
   return row
 }
 
+// Batch updates of jobs lock their rows in id order first: two batches touching the same jobs (the enqueuer
+// marking them published, a worker recording them) then wait for each other instead of deadlocking.
 export async function markJobsPublished(sql: Queryable, ids: readonly string[]): Promise<void> {
-  if (ids.length > 0) await sql`update jobs set published_at = now() where id = any(${ids as string[]}) and published_at is null`
+  if (ids.length === 0) return
+  await sql`
+    with locked as (select id from jobs where id = any(${ids as string[]}::uuid[]) and published_at is null order by id for update)
+    update jobs set published_at = now() where id in (select id from locked)`
 }
 
 /** Jobs due and not on the queue: delayed jobs whose time came, and any a crash left unpublished. */
@@ -101,38 +106,45 @@ export async function dueUnpublishedJobs(sql: Queryable, names: readonly string[
     order by run_at limit ${limit}`
 }
 
-/**
- * Marks jobs as running (one statement for many). Only jobs still waiting or failed, or running on a worker
- * that died, may run: a job already succeeded or dead is a stale duplicate and is skipped.
- */
-export async function startJobs(sql: Sql, ids: readonly string[]): Promise<Map<string, { attempts: number; orgId: string | null }>> {
-  const rows = await sql<{ id: string; attempts: number; orgId: string | null }[]>`
-    update jobs j set status = 'running', attempts = j.attempts + 1, started_at = now(), updated_at = now(), next_attempt_at = null
-    from unnest(${ids as string[]}::uuid[]) as v(id)
-    where j.id = v.id and j.status in ('queued', 'failed', 'running')
-    returning j.id, j.attempts, j.org_id as "orgId"`
-  return new Map(rows.map((r) => [r.id, { attempts: r.attempts, orgId: r.orgId }]))
+/** Which of these jobs may still run: waiting, failed, or running on a worker that died (not succeeded or dead). */
+export async function runnableJobs(sql: Sql, ids: readonly string[]): Promise<Set<string>> {
+  const rows = await sql<{ id: string }[]>`
+    select id from jobs where id = any(${ids as string[]}::uuid[]) and status in ('queued', 'failed', 'running')`
+  return new Set(rows.map((r) => r.id))
 }
 
-export interface JobOutcome {
+export interface JobStateChange {
   id: string
-  status: 'succeeded' | 'failed' | 'dead'
+  /** `running` when an attempt starts; the outcome when it ends. */
+  status: 'running' | 'succeeded' | 'failed' | 'dead'
+  /** Which attempt this is (JetStream's delivery count of the job's current generation). */
+  attempt: number
+  /** The attempt started in this same batch: its start time is recorded too. */
+  started: boolean
   result?: unknown
   error?: string
   nextAttemptAt?: Date
 }
 
-/** Records how attempts ended (one statement for many). */
-export async function finishJobs(sql: Sql, outcomes: readonly JobOutcome[]): Promise<void> {
-  if (outcomes.length === 0) return
+/**
+ * Records attempts starting and ending, many jobs in one statement. A job already succeeded or dead is left
+ * alone (a stale duplicate cannot undo it).
+ */
+export async function recordJobStates(sql: Sql, changes: readonly JobStateChange[]): Promise<void> {
+  if (changes.length === 0) return
   await sql`
-    update jobs j set status = v.status, result = v.result::jsonb, error = v.error, next_attempt_at = v.next::timestamptz,
-      finished_at = case when v.status in ('succeeded', 'dead') then now() else j.finished_at end, updated_at = now()
-    from unnest(${outcomes.map((o) => o.id)}::uuid[], ${outcomes.map((o) => o.status)}::text[],
-                ${outcomes.map((o) => (o.result === undefined ? null : JSON.stringify(o.result)))}::text[],
-                ${outcomes.map((o) => o.error ?? null)}::text[], ${outcomes.map((o) => o.nextAttemptAt?.toISOString() ?? null)}::text[])
-      as v(id, status, result, error, next)
-    where j.id = v.id`
+    with locked as (select id from jobs where id = any(${changes.map((c) => c.id)}::uuid[]) order by id for update)
+    update jobs j set status = v.status, attempts = v.attempt, result = v.result::jsonb, error = v.error,
+      next_attempt_at = v.next::timestamptz,
+      started_at = case when v.started::boolean then now() else j.started_at end,
+      finished_at = case when v.status in ('succeeded', 'dead') then now() else j.finished_at end,
+      updated_at = now()
+    from unnest(${changes.map((c) => c.id)}::uuid[], ${changes.map((c) => c.status)}::text[], ${changes.map((c) => c.attempt)}::int[],
+                ${changes.map((c) => (c.result === undefined ? null : JSON.stringify(c.result)))}::text[],
+                ${changes.map((c) => c.error ?? null)}::text[], ${changes.map((c) => c.nextAttemptAt?.toISOString() ?? null)}::text[],
+                ${changes.map((c) => (c.started ? 'true' : 'false'))}::text[])
+      as v(id, status, attempt, result, error, next, started)
+    where j.id = v.id and j.id in (select id from locked) and j.status in ('queued', 'failed', 'running')`
 }
 
 /** Queues a dead job again as a new generation; false when it is not dead. */
