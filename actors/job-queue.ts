@@ -56,9 +56,10 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
   const defs = new Map(o.definitions.map((d) => [d.name, d]))
   const js: JetStreamClient = jetstream(o.nc, { timeout: 5_000 })
 
-  // Marks go to Postgres a few milliseconds apart in one statement: a mark only tells the dispatcher what it
-  // need not publish, and a job published but not yet marked is at worst published again (a duplicate the
-  // stream drops, or a delivery the worker finds already done).
+  // Marks go to Postgres half a second later in one statement, and only for jobs still waiting by then: a
+  // mark only tells the dispatcher (which looks at jobs older than a second) what it need not publish, and
+  // most jobs have started, which says as much, before their mark is due. A job published but not marked is
+  // at worst published again: a duplicate the stream drops, or a delivery the worker finds already done.
   let marks: string[] = []
   let marking: NodeJS.Timeout | undefined
   const mark = (ids: readonly string[]) => {
@@ -68,7 +69,7 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
       const batch = marks
       marks = []
       markJobsPublished(o.sql, batch).catch((err: unknown) => o.log.warn({ err, jobs: batch.length }, 'published jobs not marked; the dispatcher may publish them again'))
-    }, 5)
+    }, 500)
   }
   const send = async (jobs: readonly (NewJob & { generation?: number })[]) => {
     const due = jobs.filter((j) => j.runAt.getTime() <= Date.now())

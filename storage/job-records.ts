@@ -88,12 +88,14 @@ export async function findJobRecord(sql: Queryable, id: string): Promise<JobReco
   return row
 }
 
+// Only jobs still waiting need the mark: one that started is no longer the dispatcher's business.
 // Batch updates of jobs lock their rows in id order first: two batches touching the same jobs (the enqueuer
 // marking them published, a worker recording them) then wait for each other instead of deadlocking.
 export async function markJobsPublished(sql: Queryable, ids: readonly string[]): Promise<void> {
   if (ids.length === 0) return
   await sql`
-    with locked as (select id from jobs where id = any(${ids as string[]}::uuid[]) and published_at is null order by id for update)
+    with locked as (
+      select id from jobs where id = any(${ids as string[]}::uuid[]) and published_at is null and status = 'queued' order by id for update)
     update jobs set published_at = now() where id in (select id from locked)`
 }
 
