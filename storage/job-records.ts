@@ -43,7 +43,7 @@ export async function insertJob(sql: Queryable, j: NewJob): Promise<{ id: string
     insert into jobs (id, org_id, name, queue, priority, payload, max_attempts, idempotency_key, request_id, run_at)
     values (${j.id}, ${j.orgId}, ${j.name}, ${j.queue}, ${j.priority}, ${sql.json(j.payload as Parameters<typeof sql.json>[0])},
             ${j.maxAttempts}, ${j.idempotencyKey}, ${j.requestId}, ${j.runAt})
-    on conflict (idempotency_key) do nothing
+    on conflict (idempotency_key) where idempotency_key is not null do nothing
     returning id`
   if (row) return { id: row.id, duplicate: false }
   const [existing] = await sql<{ id: string }[]>`select id from jobs where idempotency_key = ${j.idempotencyKey}`
@@ -69,7 +69,7 @@ export async function insertJobs(sql: Queryable, jobs: readonly NewJob[]): Promi
     (
       await sql<{ id: string }[]>`
         insert into jobs ${sql(rows as never, 'id', 'org_id', 'name', 'queue', 'priority', 'payload', 'max_attempts', 'idempotency_key', 'request_id', 'run_at')}
-        on conflict (idempotency_key) do nothing returning id`
+        on conflict (idempotency_key) where idempotency_key is not null do nothing returning id`
     ).map((r) => r.id),
   )
   const results: { id: string; duplicate: boolean }[] = []
@@ -104,7 +104,7 @@ export async function dueUnpublishedJobs(sql: Queryable, names: readonly string[
   return sql<JobRecord[]>`
     select ${columns(sql)} from jobs
     where published_at is null and status = 'queued' and run_at <= now() and name = any(${names as string[]})
-      and (run_at > created_at or created_at < now() - make_interval(secs => ${graceMs / 1000}))
+      and (run_at > created_at + interval '100 milliseconds' or created_at < now() - make_interval(secs => ${graceMs / 1000}))
     order by run_at limit ${limit}`
 }
 
@@ -181,5 +181,5 @@ export async function jobCounts(sql: Queryable): Promise<QueueCounts[]> {
 
 export async function recentJobs(sql: Queryable, limit: number, status?: JobStatus): Promise<JobRecord[]> {
   return sql<JobRecord[]>`
-    select ${columns(sql)} from jobs ${status ? sql`where status = ${status}` : sql``} order by updated_at desc limit ${limit}`
+    select ${columns(sql)} from jobs ${status ? sql`where status = ${status}` : sql``} order by id desc limit ${limit}`
 }
