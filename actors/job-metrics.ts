@@ -1,12 +1,14 @@
 import { jetstreamManager } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { Gauge, Histogram, type Registry } from 'prom-client'
+import { plainHistogram, type PlainSeries } from '../core/plain-metrics.js'
 import type { Names } from '../core/names.js'
 
 export interface JobMetrics {
-  running: Gauge<'queue'>
-  finished: Counter<'queue' | 'status'>
-  duration: Histogram<'queue' | 'name' | 'outcome'>
+  /** Jobs running in this process per queue: counted here as plain numbers, read when scraped. */
+  running: Map<string, number>
+  /** `job_duration_seconds` and `jobs_finished_total` by queue, job and status (succeeded, failed, dead). */
+  attempts: { series(queue: string, name: string, status: string): PlainSeries }
   pickup: Histogram
 }
 
@@ -34,15 +36,25 @@ export function createJobMetrics(registry: Registry, nc: NatsConnection, names: 
       }
     },
   })
+  const running = new Map<string, number>()
+  new Gauge({
+    name: 'jobs_running',
+    help: 'Jobs running in this process, by queue',
+    labelNames: ['queue'],
+    registers,
+    collect() {
+      for (const [queue, n] of running) this.labels(queue).set(n)
+    },
+  })
   return {
-    running: new Gauge({ name: 'jobs_running', help: 'Jobs running in this process, by queue', labelNames: ['queue'], registers }),
-    finished: new Counter({ name: 'jobs_finished_total', help: 'Job attempts that ended, by queue and status (succeeded, failed, dead)', labelNames: ['queue', 'status'], registers }),
-    duration: new Histogram({
+    running,
+    // Plain numbers: prom-client's labelled metrics hash their labels on every call, several times per job.
+    attempts: plainHistogram(registry, {
       name: 'job_duration_seconds',
-      help: 'Time a job attempt ran, by queue, job and outcome',
-      labelNames: ['queue', 'name', 'outcome'],
+      help: 'Time a job attempt ran, by queue, job and how it ended',
+      labelNames: ['queue', 'name', 'status'],
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
-      registers,
+      counter: { name: 'jobs_finished_total', help: 'Job attempts that ended, by queue, job and status (succeeded, failed, dead)' },
     }),
     pickup: new Histogram({
       name: 'job_pickup_latency_seconds',

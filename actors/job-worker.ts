@@ -6,7 +6,7 @@ import { recordJobStates, runnableJobs, type JobPriority, type JobStateChange } 
 import type { Sql } from '../storage/postgres.js'
 import { priorities, type JobMessage, type JobQueue } from './job-queue.js'
 import type { JobMetrics } from './job-metrics.js'
-import { backoffDelay, PermanentJobError, type JobDefinition } from './jobs/define.js'
+import { backoffDelay, PermanentJobError, type JobContext, type JobDefinition } from './jobs/define.js'
 
 export interface WorkerOptions {
   nc: NatsConnection
@@ -112,6 +112,27 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     return changes.map(() => undefined)
   }, 2)
   const settling = new Set<Promise<void>>()
+  // Running jobs tell JetStream they are alive, so they are not given to another worker while they run: one
+  // timer for all of them rather than one per job.
+  const alive = new Set<JsMsg>()
+  const heartbeat = setInterval(() => {
+    for (const m of alive) m.working()
+  }, Math.max(500, Math.floor(o.ackWaitMs / 3)))
+  heartbeat.unref()
+  const context = (job: JobMessage, attempt: number, signal: AbortSignal): JobContext => {
+    let log: Logger | undefined
+    return {
+      id: job.id,
+      attempt,
+      orgId: job.orgId,
+      requestId: job.requestId,
+      signal,
+      // A child logger per job only when the job logs.
+      get log() {
+        return (log ??= o.log.child({ jobId: job.id, job: job.name }))
+      },
+    }
+  }
 
   const queues = [...new Set(o.queue.definitions.map((d) => d.queue))]
   for (const queue of queues) {
@@ -133,7 +154,8 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       streams.push(messages)
       void (async () => {
         for await (const m of messages) {
-          o.metrics.pickup.observe(Math.max(0, Date.now() - (safeMessage(m)?.enqueuedAt ?? Date.now())) / 1000)
+          const job = safeMessage(m)
+          o.metrics.pickup.observe(Math.max(0, Date.now() - (job?.enqueuedAt ?? Date.now())) / 1000)
           await slots.acquire(priority)
           if (stopping) {
             // Not started: JetStream hands it to another worker after the ack wait; nak makes that immediate.
@@ -141,19 +163,18 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
             slots.release()
             continue
           }
-          const job = run(m).finally(() => {
+          const running = run(m, job).finally(() => {
             slots.release()
-            inFlight.delete(job)
+            inFlight.delete(running)
           })
-          inFlight.add(job)
+          inFlight.add(running)
         }
       })().catch((err: unknown) => o.log.error({ err, queue, priority }, 'job consumer stopped'))
     }
   }
 
   /** Runs one delivery; resolves when the handler is done (the slot is free), while its outcome is recorded and acknowledged after. */
-  async function run(m: JsMsg): Promise<void> {
-    const job = safeMessage(m)
+  async function run(m: JsMsg, job: JobMessage | undefined): Promise<void> {
     const def = job && o.queue.definition(job.name)
     if (!job || !def) {
       o.log.error({ subject: m.subject, job: job?.name }, 'a job nobody can run: sent to dead letters')
@@ -176,22 +197,19 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     }
     // The start is recorded in the background (batched): the job does not wait for it.
     record({ id: job.id, status: 'running', attempt, started: true }).catch((err: unknown) => o.log.warn({ err, jobId: job.id }, 'job start not recorded'))
-    const labels = { queue: job.queue, name: job.name }
-    o.metrics.running.labels(job.queue).inc()
+    o.metrics.running.set(job.queue, (o.metrics.running.get(job.queue) ?? 0) + 1)
     if (job.orgId) o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: 'running', attempts: attempt })
     const abort = new AbortController()
     const timeout = setTimeout(() => abort.abort(new Error(`timed out after ${def.timeoutMs ?? 60_000} ms`)), def.timeoutMs ?? 60_000)
-    // Long jobs tell JetStream they are alive, so they are not given to another worker while they run.
-    const heartbeat = setInterval(() => m.working(), Math.max(500, Math.floor(o.ackWaitMs / 3)))
-    const timer = o.metrics.duration.startTimer(labels)
+    alive.add(m)
+    const began = performance.now()
     let outcome: JobStateChange
     try {
       const result = await Promise.race([
-        def.run(job.payload, { id: job.id, attempt, orgId: job.orgId, requestId: job.requestId, log: o.log.child({ jobId: job.id, job: job.name }), signal: abort.signal }),
+        def.run(job.payload, context(job, attempt, abort.signal)),
         new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true })),
       ])
       outcome = { id: job.id, status: 'succeeded', attempt, started: false, result: result ?? null }
-      timer({ outcome: 'succeeded' })
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err)
       const permanent = err instanceof PermanentJobError
@@ -200,13 +218,13 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       outcome = dead
         ? { id: job.id, status: 'dead', attempt, started: false, error: message }
         : { id: job.id, status: 'failed', attempt, started: false, error: message, nextAttemptAt: new Date(Date.now() + delay) }
-      timer({ outcome: outcome.status })
       o.log.warn({ jobId: job.id, job: job.name, attempt, err, dead }, dead ? 'job dead' : 'job failed; retrying')
     } finally {
       clearTimeout(timeout)
-      clearInterval(heartbeat)
-      o.metrics.running.labels(job.queue).dec()
+      alive.delete(m)
+      o.metrics.running.set(job.queue, o.metrics.running.get(job.queue)! - 1)
     }
+    o.metrics.attempts.series(job.queue, job.name, outcome.status).observe((performance.now() - began) / 1000)
     // The slot frees now; the outcome is acknowledged only once it is recorded, so a crash in between
     // means the job runs again rather than being lost.
     const settle = conclude(m, job, outcome)
@@ -222,7 +240,6 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       m.nak(1_000)
       return
     }
-    o.metrics.finished.labels(job.queue, outcome.status).inc()
     if (outcome.status === 'succeeded') m.ack()
     else if (outcome.status === 'failed') m.nak(Math.max(0, outcome.nextAttemptAt!.getTime() - Date.now()))
     else await deadLetter(m, job, outcome.error ?? 'failed')
@@ -253,6 +270,7 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       for (const s of streams) s.stop()
       const deadline = new Promise((r) => setTimeout(r, timeoutMs).unref())
       await Promise.race([Promise.allSettled([...inFlight]).then(() => Promise.allSettled([...settling])), deadline])
+      clearInterval(heartbeat)
     },
   }
 }
