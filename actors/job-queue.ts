@@ -72,7 +72,7 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
     }, 500)
   }
   const send = async (jobs: readonly (NewJob & { generation?: number })[]) => {
-    const due = jobs.filter((j) => j.runAt.getTime() <= Date.now())
+    const due = jobs.filter((j) => !j.delayed)
     if (due.length === 0) return
     await Promise.all(due.map((j) => publishJob(js, o.names, j)))
     mark(due.map((j) => j.id))
@@ -114,6 +114,8 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
         idempotencyKey: r.idempotencyKey ?? null,
         requestId: r.requestId ?? null,
         runAt: r.runAt ?? new Date(),
+        // Decided once: a job to run later waits in Postgres for the dispatcher, never on the queue.
+        delayed: r.runAt !== undefined && r.runAt.getTime() > Date.now(),
       }
     },
     insert: (tx, job) => insertJob(tx, job),

@@ -4,7 +4,7 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { CronExpressionParser } from 'cron-parser'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
-import { dueUnpublishedJobs, markJobsPublished } from '../storage/job-records.js'
+import { dueDelayedJobs, leftoverJobs, markJobsPublished } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
 import { publishJob, type JobQueue, type JobRequest } from './job-queue.js'
 
@@ -69,10 +69,13 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
     }
   }
 
+  let leftoversAt = 0
   const dispatch = async () => {
+    // Jobs a crash left unpublished are rare: looked for every couple of seconds; delayed jobs every pass.
+    const sweep = Date.now() - leftoversAt > 2_000
+    if (sweep) leftoversAt = Date.now()
     for (;;) {
-      // Only jobs this node knows: a node of an older release leaves newer job types to a newer leader.
-      const due = await dueUnpublishedJobs(o.sql, known, 1_000, 500)
+      const due = [...(await dueDelayedJobs(o.sql, known, 500)), ...(sweep ? await leftoverJobs(o.sql, known, 1_000, 500) : [])]
       if (due.length === 0) return
       await Promise.all(due.map((j) => publishJob(js, o.names, j)))
       await markJobsPublished(o.sql, due.map((j) => j.id))

@@ -19,6 +19,8 @@ export interface JobRecord {
   error: string | null
   generation: number
   runAt: Date
+  /** Enqueued to run later: it waits in Postgres until due (the dispatcher publishes it). */
+  delayed: boolean
   createdAt: Date
   updatedAt: Date
   startedAt: Date | null
@@ -26,11 +28,11 @@ export interface JobRecord {
   nextAttemptAt: Date | null
 }
 
-export type NewJob = Pick<JobRecord, 'id' | 'orgId' | 'name' | 'queue' | 'priority' | 'payload' | 'maxAttempts' | 'idempotencyKey' | 'requestId' | 'runAt'>
+export type NewJob = Pick<JobRecord, 'id' | 'orgId' | 'name' | 'queue' | 'priority' | 'payload' | 'maxAttempts' | 'idempotencyKey' | 'requestId' | 'runAt' | 'delayed'>
 
 const columns = (sql: Queryable) => sql`
   id, org_id as "orgId", name, queue, priority, status, payload, attempts, max_attempts as "maxAttempts",
-  idempotency_key as "idempotencyKey", request_id as "requestId", result, error, generation, run_at as "runAt",
+  idempotency_key as "idempotencyKey", request_id as "requestId", result, error, generation, run_at as "runAt", delayed,
   created_at as "createdAt", updated_at as "updatedAt", started_at as "startedAt", finished_at as "finishedAt",
   next_attempt_at as "nextAttemptAt"`
 
@@ -40,9 +42,9 @@ const columns = (sql: Queryable) => sql`
  */
 export async function insertJob(sql: Queryable, j: NewJob): Promise<{ id: string; duplicate: boolean }> {
   const [row] = await sql<{ id: string }[]>`
-    insert into jobs (id, org_id, name, queue, priority, payload, max_attempts, idempotency_key, request_id, run_at)
+    insert into jobs (id, org_id, name, queue, priority, payload, max_attempts, idempotency_key, request_id, run_at, delayed)
     values (${j.id}, ${j.orgId}, ${j.name}, ${j.queue}, ${j.priority}, ${sql.json(j.payload as Parameters<typeof sql.json>[0])},
-            ${j.maxAttempts}, ${j.idempotencyKey}, ${j.requestId}, ${j.runAt})
+            ${j.maxAttempts}, ${j.idempotencyKey}, ${j.requestId}, ${j.runAt}, ${j.delayed})
     on conflict (idempotency_key) where idempotency_key is not null do nothing
     returning id`
   if (row) return { id: row.id, duplicate: false }
@@ -64,11 +66,12 @@ export async function insertJobs(sql: Queryable, jobs: readonly NewJob[]): Promi
     idempotency_key: j.idempotencyKey,
     request_id: j.requestId,
     run_at: j.runAt,
+    delayed: j.delayed,
   }))
   const inserted = new Set(
     (
       await sql<{ id: string }[]>`
-        insert into jobs ${sql(rows as never, 'id', 'org_id', 'name', 'queue', 'priority', 'payload', 'max_attempts', 'idempotency_key', 'request_id', 'run_at')}
+        insert into jobs ${sql(rows as never, 'id', 'org_id', 'name', 'queue', 'priority', 'payload', 'max_attempts', 'idempotency_key', 'request_id', 'run_at', 'delayed')}
         on conflict (idempotency_key) where idempotency_key is not null do nothing returning id`
     ).map((r) => r.id),
   )
@@ -99,13 +102,21 @@ export async function markJobsPublished(sql: Queryable, ids: readonly string[]):
     update jobs set published_at = now() where id in (select id from locked)`
 }
 
-/** Jobs due and not on the queue: delayed jobs whose time came, and any a crash left unpublished. */
-export async function dueUnpublishedJobs(sql: Queryable, names: readonly string[], graceMs: number, limit: number): Promise<JobRecord[]> {
+/** Delayed jobs whose time came. */
+export async function dueDelayedJobs(sql: Queryable, names: readonly string[], limit: number): Promise<JobRecord[]> {
   return sql<JobRecord[]>`
     select ${columns(sql)} from jobs
-    where published_at is null and status = 'queued' and run_at <= now() and name = any(${names as string[]})
-      and (run_at > created_at + interval '100 milliseconds' or created_at < now() - make_interval(secs => ${graceMs / 1000}))
+    where delayed and published_at is null and status = 'queued' and run_at <= now() and name = any(${names as string[]})
     order by run_at limit ${limit}`
+}
+
+/** Jobs committed at least `graceMs` ago and never published: their enqueuer died before it could. */
+export async function leftoverJobs(sql: Queryable, names: readonly string[], graceMs: number, limit: number): Promise<JobRecord[]> {
+  return sql<JobRecord[]>`
+    select ${columns(sql)} from jobs
+    where not delayed and published_at is null and status = 'queued' and name = any(${names as string[]})
+      and created_at < now() - make_interval(secs => ${graceMs / 1000})
+    order by created_at limit ${limit}`
 }
 
 /** Which of these jobs may still run: waiting, failed, or running on a worker that died (not succeeded or dead). */
@@ -152,7 +163,7 @@ export async function recordJobStates(sql: Sql, changes: readonly JobStateChange
 /** Queues a dead job again as a new generation; false when it is not dead. */
 export async function requeueDeadJob(sql: Queryable, id: string): Promise<JobRecord | undefined> {
   const [row] = await sql<JobRecord[]>`
-    update jobs set status = 'queued', generation = generation + 1, attempts = 0, published_at = null, run_at = now(), error = null,
+    update jobs set status = 'queued', generation = generation + 1, attempts = 0, published_at = null, run_at = now(), delayed = false, error = null,
       next_attempt_at = null, finished_at = null, updated_at = now()
     where id = ${id} and status = 'dead'
     returning ${columns(sql)}`

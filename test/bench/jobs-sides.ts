@@ -58,10 +58,11 @@ export function oursCompletion(sql: postgres.Sql, nc: NatsConnection, stream: st
  * The probes' records hold Postgres timestamps of each step (statement start times, same clock as the payload's
  * `t`): enqueue call → insert (`created_at`: the enqueuer's event loop and pool wait), insert → start write
  * (`started_at`: insert commit, JetStream publish, delivery, a free slot, the start batch window), and, for
- * reference, insert → `published_at` (commit, publish ack, the published mark).
+ * reference, insert → `published_at` (commit, publish ack, the published mark; only jobs still waiting half a
+ * second after their publish are marked).
  */
 export async function oursBreakdown(sql: postgres.Sql, since: number): Promise<string> {
-  const [row] = await sql<{ toInsert: number[]; insertToStart: number[]; insertToPublished: number[]; toStart: number[] }[]>`
+  const [row] = await sql<{ toInsert: number[]; insertToStart: number[]; insertToPublished: number[] | null; toStart: number[] }[]>`
     with p as (
       select extract(epoch from created_at) * 1000 - (payload->>'t')::float8 as to_insert,
              extract(epoch from started_at - created_at) * 1000 as insert_to_start,
@@ -74,7 +75,8 @@ export async function oursBreakdown(sql: postgres.Sql, since: number): Promise<s
            percentile_cont(array[0.5, 0.99]) within group (order by to_start) as "toStart"
     from p`
   if (!row?.toStart) return ''
-  const pair = (v: number[]) => `${v[0]!.toFixed(1)}/${v[1]!.toFixed(1)}`
+  // Jobs that start within half a second are never marked published (their status says as much): no figure.
+  const pair = (v: number[] | null) => (v ? `${v[0]!.toFixed(1)}/${v[1]!.toFixed(1)}` : 'n/a')
   return (
     `p50/p99 ms: call → insert ${pair(row.toInsert)}, insert → start write ${pair(row.insertToStart)} ` +
     `(insert → published mark ${pair(row.insertToPublished)}), call → start write ${pair(row.toStart)}`
