@@ -44,8 +44,9 @@ export function createEventPublisher(o: { nc: NatsConnection; names: Names; sql:
     markPublished(o.sql, ids).catch((err: unknown) => o.log.warn({ err, events: ids.length }, 'published events not marked; the relay will re-publish them'))
   }
   const send = async (channel: string, events: readonly ChannelEvent[]) => {
-    // Issued together, the publishes go out on one connection in order; the acks come back in any order.
-    await Promise.all(events.map((e) => js.publish(subject(channel), JSON.stringify(e), { msgID: e.id })))
+    // One at a time, each acknowledged before the next: were several in flight and an earlier one lost, the
+    // later ones would be stored first and the stream would hold the channel out of order.
+    for (const e of events) await js.publish(subject(channel), JSON.stringify(e), { msgID: e.id })
     for (const e of events) marks.push(e.id)
     marking ??= setTimeout(flushMarks, 10)
   }
@@ -73,10 +74,13 @@ export function createEventPublisher(o: { nc: NatsConnection; names: Names; sql:
     },
     flush(channel) {
       return enqueue(channel, async () => {
+        // Paged by number: the marks of what was just sent may not have reached Postgres yet.
+        let after = 0
         for (;;) {
-          const pending = await unpublishedEvents(o.sql, channel, 500)
+          const pending = await unpublishedEvents(o.sql, channel, 500, after)
           if (pending.length === 0) break
           await send(channel, pending)
+          after = pending.at(-1)!.seq
         }
         broken.delete(channel)
       })

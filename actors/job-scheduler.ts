@@ -92,15 +92,18 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
     const expected = state ? CronExpressionParser.parse(s.cron, { tz: s.timezone ?? 'UTC', currentDate: state.lastTick }).next().toDate() : latest
     const missedSeveral = expected.getTime() < latest.getTime()
     const fireNow = !state || !missedSeveral || (s.catchUp ?? true)
-    await o.sql.begin(async (tx) => {
+    const fired = await o.sql.begin(async (tx) => {
       await tx`insert into cron_state (namespace, name, last_tick) values (${o.names.namespace}, ${s.name}, ${latest})
                on conflict (namespace, name) do update set last_tick = excluded.last_tick`
-      if (!fireNow || !state) return
+      if (!fireNow || !state) return undefined
       const job = o.queue.prepare({ ...s.job, idempotencyKey: `cron:${o.names.namespace}:${s.name}:${latest.toISOString()}` })
       const inserted = await o.queue.insert(tx, job)
-      if (!inserted.duplicate) o.queue.publish([job])
-      o.log.info({ schedule: s.name, tick: latest.toISOString(), catchUp: missedSeveral }, 'cron tick fired')
+      return inserted.duplicate ? undefined : job
     })
+    // Queued only once the tick and its job committed together.
+    if (!fired) return
+    o.queue.publish([fired])
+    o.log.info({ schedule: s.name, tick: latest.toISOString(), catchUp: missedSeveral }, 'cron tick fired')
   }
 
   const tick = async () => {

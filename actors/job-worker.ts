@@ -101,15 +101,15 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     const ok = await runnableJobs(o.sql, ids)
     return ids.map((id) => ok.has(id))
   }, 2)
-  const record = batcher<JobStateChange, void>(async (changes) => {
+  const record = batcher<JobStateChange, { status: string; attempts: number } | undefined>(async (changes) => {
     // A start and an end of the same attempt in one batch become one write.
     const byJob = new Map<string, JobStateChange>()
     for (const c of changes) {
       const earlier = byJob.get(c.id)
       byJob.set(c.id, earlier && earlier.status === 'running' && c.status !== 'running' ? { ...c, started: true } : c)
     }
-    await recordJobStates(o.sql, [...byJob.values()])
-    return changes.map(() => undefined)
+    const now = await recordJobStates(o.sql, [...byJob.values()])
+    return changes.map((c) => now.get(c.id))
   }, 2)
   const settling = new Set<Promise<void>>()
   // Running jobs tell JetStream they are alive, so they are not given to another worker while they run: one
@@ -156,14 +156,19 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
         for await (const m of messages) {
           const job = safeMessage(m)
           o.metrics.pickup.observe(Math.max(0, Date.now() - (job?.enqueuedAt ?? Date.now())) / 1000)
+          // Delivered but waiting for a slot still counts as taken: the heartbeat keeps it from being handed to
+          // another worker (and run twice) while the slots are busy with long jobs.
+          alive.add(m)
           await slots.acquire(priority)
           if (stopping) {
             // Not started: JetStream hands it to another worker after the ack wait; nak makes that immediate.
+            alive.delete(m)
             m.nak()
             slots.release()
             continue
           }
           const running = run(m, job).finally(() => {
+            alive.delete(m)
             slots.release()
             inFlight.delete(running)
           })
@@ -201,7 +206,6 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     if (job.orgId) o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: 'running', attempts: attempt })
     const abort = new AbortController()
     const timeout = setTimeout(() => abort.abort(new Error(`timed out after ${def.timeoutMs ?? 60_000} ms`)), def.timeoutMs ?? 60_000)
-    alive.add(m)
     const began = performance.now()
     let outcome: JobStateChange
     try {
@@ -212,19 +216,17 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       outcome = { id: job.id, status: 'succeeded', attempt, started: false, result: result ?? null }
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err)
-      const permanent = err instanceof PermanentJobError
-      const dead = permanent || attempt >= job.maxAttempts
-      const delay = dead ? 0 : backoffDelay(def, attempt)
+      // Whether this was the last attempt is the record's to say (conclude); only a permanent error is dead here.
+      const dead = err instanceof PermanentJobError
       outcome = dead
         ? { id: job.id, status: 'dead', attempt, started: false, error: message }
-        : { id: job.id, status: 'failed', attempt, started: false, error: message, nextAttemptAt: new Date(Date.now() + delay) }
-      o.log.warn({ jobId: job.id, job: job.name, attempt, err, dead }, dead ? 'job dead' : 'job failed; retrying')
+        : { id: job.id, status: 'failed', attempt, started: false, error: message, nextAttemptAt: new Date(Date.now() + backoffDelay(def, attempt)) }
+      o.log.warn({ jobId: job.id, job: job.name, attempt, err, permanent: dead }, 'job attempt failed')
     } finally {
       clearTimeout(timeout)
-      alive.delete(m)
       o.metrics.running.set(job.queue, o.metrics.running.get(job.queue)! - 1)
     }
-    o.metrics.attempts.series(job.queue, job.name, outcome.status).observe((performance.now() - began) / 1000)
+    outcome.seconds = (performance.now() - began) / 1000
     // The slot frees now; the outcome is acknowledged only once it is recorded, so a crash in between
     // means the job runs again rather than being lost.
     const settle = conclude(m, job, outcome)
@@ -233,18 +235,23 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
   }
 
   async function conclude(m: JsMsg, job: JobMessage, outcome: JobStateChange): Promise<void> {
+    let now: { status: string; attempts: number } | undefined
     try {
-      await record(outcome)
+      now = await record(outcome)
     } catch (err) {
       o.log.error({ err, jobId: job.id }, 'job outcome not recorded; it will be delivered again')
       m.nak(1_000)
       return
     }
-    if (outcome.status === 'succeeded') m.ack()
-    else if (outcome.status === 'failed') m.nak(Math.max(0, outcome.nextAttemptAt!.getTime() - Date.now()))
+    // The record decides: a failure that used the job's last attempt is dead; a record already finished
+    // elsewhere (a stale duplicate) just takes the message off the queue.
+    const status = now?.status ?? 'succeeded'
+    o.metrics.attempts.series(job.queue, job.name, status).observe(outcome.seconds ?? 0)
+    if (status === 'succeeded') m.ack()
+    else if (status === 'failed') m.nak(backoffDelay(o.queue.definition(job.name)!, now!.attempts))
     else await deadLetter(m, job, outcome.error ?? 'failed')
-    if (job.orgId) {
-      o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status: outcome.status, attempts: outcome.attempt, ...(outcome.error ? { error: outcome.error } : {}) })
+    if (job.orgId && now) {
+      o.onChange?.({ id: job.id, orgId: job.orgId, name: job.name, status, attempts: now.attempts, ...(outcome.error ? { error: outcome.error } : {}) })
     }
   }
 

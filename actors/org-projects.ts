@@ -3,10 +3,10 @@ import { newId } from '../core/ids.js'
 import { insertAudit } from '../storage/audit.js'
 import { insertEvents } from '../storage/outbox.js'
 import type { ChannelEvent } from '../core/events.js'
-import { isPostgresError, type TransactionSql } from '../storage/postgres.js'
+import { isPostgresError, isSeqConflict, type TransactionSql } from '../storage/postgres.js'
 import { deleteProject, insertProject, updateProject, type Project, type ProjectStatus } from '../storage/projects.js'
 import { inTenant } from '../storage/tenant.js'
-import { expectFenced } from './errors.js'
+import { expectFenced, FencingError } from './errors.js'
 import type { BatchItem, BatchResult, Command, Outcome } from './kind.js'
 import { auditEntry, diff, eventOf, type OrgContext } from './org-context.js'
 import { callerOf, mustHave, projectView, type OrgState, type ProjectView } from './org-state.js'
@@ -186,8 +186,10 @@ export async function projectBatch(s: OrgState, items: readonly BatchItem[], x: 
       Promise.all([...plans.map((p) => p.write(tx)), insertEvents(tx, plans.map((p) => p.event))]),
     )
   } catch (err) {
-    // A lost connection would fail each retry the same way; only an answer from Postgres is worth retrying.
+    // A lost connection would fail each retry the same way, and so would a stale activation (another one
+    // wrote first): only a refusal of one write is worth retrying the others alone.
     if (!(err instanceof AppError) && !isPostgresError(err)) throw err
+    if (err instanceof FencingError || isSeqConflict(err)) throw err
     const one: BatchResult[] = []
     for (const item of items) {
       try {

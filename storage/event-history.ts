@@ -24,28 +24,31 @@ export function createEventHistory(nc: NatsConnection, stream: string, currentSe
       // Nothing kept: fine when nothing happened after `since`, expired otherwise.
       return since >= (await currentSeq(channel)) ? { expired: false, events: [], lastSeq: since } : { expired: true }
     }
-    const lastSeq = decode(last.data).seq
-    if (lastSeq <= since) return { expired: false, events: [], lastSeq }
+    const lastInStream = last.seq
+    if (decode(last.data).seq <= since) return { expired: false, events: [], lastSeq: decode(last.data).seq }
     const consumer = await js.consumers.get(stream, { filter_subjects: subject, deliver_policy: DeliverPolicy.All })
-    const events: ChannelEvent[] = []
-    let first = true
+    // Keyed by number: should a channel's events ever be stored out of order, they still come back sorted
+    // and once each.
+    const bySeq = new Map<number, ChannelEvent>()
+    let oldest = Number.POSITIVE_INFINITY
     // consume() hands messages over as they come, so reading stops at the last one instead of waiting out a
     // fetch's expiry for a batch that will not fill.
     const messages = await consumer.consume({ max_messages: 256 })
     try {
       for await (const m of messages) {
         const e = decode(m.data)
-        // The oldest event kept is already past the one the client needs next.
-        if (first && e.seq > since + 1) return { expired: true }
-        first = false
-        if (e.seq > since && e.seq <= lastSeq && (events.length === 0 || e.seq > events.at(-1)!.seq)) events.push(e)
-        if (e.seq >= lastSeq) break
+        oldest = Math.min(oldest, e.seq)
+        if (e.seq > since) bySeq.set(e.seq, e)
+        if (m.info.streamSequence >= lastInStream) break
       }
     } finally {
       messages.stop()
       await consumer.delete().catch(() => undefined)
     }
-    return { expired: false, events, lastSeq }
+    // The oldest event kept is already past the one the client needs next.
+    if (oldest > since + 1) return { expired: true }
+    const events = [...bySeq.values()].sort((a, b) => a.seq - b.seq)
+    return { expired: false, events, lastSeq: events.at(-1)?.seq ?? since }
   }
 }
 

@@ -130,34 +130,45 @@ export interface JobStateChange {
   id: string
   /** `running` when an attempt starts; the outcome when it ends. */
   status: 'running' | 'succeeded' | 'failed' | 'dead'
-  /** Which attempt this is (JetStream's delivery count of the job's current generation). */
+  /** JetStream's delivery count of the job's current generation (attempts themselves are counted in Postgres). */
   attempt: number
   /** The attempt started in this same batch: its start time is recorded too. */
   started: boolean
   result?: unknown
   error?: string
   nextAttemptAt?: Date
+  /** How long the attempt ran (for metrics; not stored). */
+  seconds?: number
 }
 
 /**
- * Records attempts starting and ending, many jobs in one statement. A job already succeeded or dead is left
- * alone (a stale duplicate cannot undo it).
+ * Records attempts starting and ending, many jobs in one statement, and answers where each job now stands.
+ * Attempts are counted here, once per start, so redeliveries after an outage do not use them up; a failure
+ * that used the last attempt becomes `dead`. A job already succeeded or dead is left alone (a stale duplicate
+ * cannot undo it) and is missing from the answer.
  */
-export async function recordJobStates(sql: Sql, changes: readonly JobStateChange[]): Promise<void> {
-  if (changes.length === 0) return
-  await sql`
+export async function recordJobStates(sql: Sql, changes: readonly JobStateChange[]): Promise<Map<string, { status: JobStatus; attempts: number }>> {
+  if (changes.length === 0) return new Map()
+  const rows = await sql<{ id: string; status: JobStatus; attempts: number }[]>`
     with locked as (select id from jobs where id = any(${changes.map((c) => c.id)}::uuid[]) order by id for update)
-    update jobs j set status = v.status, attempts = v.attempt, result = v.result::jsonb, error = v.error,
-      next_attempt_at = v.next::timestamptz,
+    update jobs j set
+      attempts = case when v.started::boolean then j.attempts + 1 else j.attempts end,
+      status = case when v.status = 'failed' and (case when v.started::boolean then j.attempts + 1 else j.attempts end) >= j.max_attempts
+                    then 'dead' else v.status end,
+      result = v.result::jsonb, error = v.error, next_attempt_at = v.next::timestamptz,
       started_at = case when v.started::boolean then now() else j.started_at end,
-      finished_at = case when v.status in ('succeeded', 'dead') then now() else j.finished_at end,
+      finished_at = case when v.status in ('succeeded', 'dead')
+                           or (v.status = 'failed' and (case when v.started::boolean then j.attempts + 1 else j.attempts end) >= j.max_attempts)
+                         then now() else j.finished_at end,
       updated_at = now()
-    from unnest(${changes.map((c) => c.id)}::uuid[], ${changes.map((c) => c.status)}::text[], ${changes.map((c) => c.attempt)}::int[],
+    from unnest(${changes.map((c) => c.id)}::uuid[], ${changes.map((c) => c.status)}::text[],
                 ${changes.map((c) => (c.result === undefined ? null : JSON.stringify(c.result)))}::text[],
                 ${changes.map((c) => c.error ?? null)}::text[], ${changes.map((c) => c.nextAttemptAt?.toISOString() ?? null)}::text[],
                 ${changes.map((c) => (c.started ? 'true' : 'false'))}::text[])
-      as v(id, status, attempt, result, error, next, started)
-    where j.id = v.id and j.id in (select id from locked) and j.status in ('queued', 'failed', 'running')`
+      as v(id, status, result, error, next, started)
+    where j.id = v.id and j.id in (select id from locked) and j.status in ('queued', 'failed', 'running')
+    returning j.id, j.status, j.attempts`
+  return new Map(rows.map((r) => [r.id, { status: r.status, attempts: r.attempts }]))
 }
 
 /** Queues a dead job again as a new generation; false when it is not dead. */

@@ -41,10 +41,10 @@ export async function channelSeq(sql: Queryable, channel: string): Promise<numbe
   return row ? Number(row.seq) : 0
 }
 
-export async function unpublishedEvents(sql: Queryable, channel: string, limit = 1_000): Promise<ChannelEvent[]> {
+export async function unpublishedEvents(sql: Queryable, channel: string, limit = 1_000, afterSeq = 0): Promise<ChannelEvent[]> {
   const rows = await sql<Row[]>`
     select id, channel, seq, type, data, request_id as "requestId", at from outbox
-    where channel = ${channel} and published_at is null order by seq limit ${limit}`
+    where channel = ${channel} and published_at is null and seq > ${afterSeq} order by seq limit ${limit}`
   return rows.map(toEvent)
 }
 

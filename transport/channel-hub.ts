@@ -178,11 +178,19 @@ export class ChannelHub {
     if (!opening) {
       const parsed = parseChannel(channel)!
       const feed = new ChannelFeed(channel, this.o.names.eventSubject(parsed.kind, parsed.id), this)
-      opening = feed.open(this.o.nc).then(() => {
-        this.feeds.set(channel, feed)
-        this.opening.delete(channel)
-        return feed
-      })
+      opening = feed.open(this.o.nc).then(
+        () => {
+          this.feeds.set(channel, feed)
+          this.opening.delete(channel)
+          return feed
+        },
+        (err: unknown) => {
+          // Not kept: the next subscriber tries again rather than meeting the same failure for ever.
+          feed.close()
+          this.opening.delete(channel)
+          throw err
+        },
+      )
       this.opening.set(channel, opening)
     }
     const feed = await opening

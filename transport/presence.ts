@@ -101,7 +101,13 @@ export function createPresence(o: PresenceOptions) {
       const w: Watched = { nodes: new Map(), totals: new Map(), watcher: undefined, users: 1 }
       watched.set(channel, w)
       const prefix = `${parseChannel(channel)!.id}.`
-      const watcher = await o.kv.watch({ key: `${prefix}*` })
+      let watcher: QueuedIterator<KvWatchEntry>
+      try {
+        watcher = await o.kv.watch({ key: `${prefix}*` })
+      } catch (err) {
+        watched.delete(channel)
+        throw err
+      }
       w.watcher = watcher
       void (async () => {
         for await (const e of watcher) {

@@ -6,7 +6,7 @@ import { AppError, internalError, problemOf } from '../core/errors.js'
 import { parseChannel, type ChannelEvent } from '../core/events.js'
 import { newId, newRequestId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
-import type { ChannelHub } from './channel-hub.js'
+import type { ChannelFeed, ChannelHub } from './channel-hub.js'
 import { topicOf } from './channel-hub.js'
 import type { Presence } from './presence.js'
 import { ClientFrame, decodeFrame, encodeFrame, subprotocols, type WireProtocol } from './ws-frames.js'
@@ -42,8 +42,10 @@ interface Conn {
   ws: WebSocket<Conn> | undefined
   open: boolean
   user: { userId: string; sessionId: string } | undefined
-  /** Channels this socket is subscribed to (or joining). */
+  /** Channels this socket is subscribed to or joining. */
   subs: Set<string>
+  /** Of those, the ones fully set up (topic joined, feed and presence held). */
+  ready: Set<string>
   authTimer: NodeJS.Timeout | undefined
   badFrames: number
   tokens: number
@@ -99,10 +101,14 @@ export function createWsServer(o: WsOptions) {
     send(conn, { ...(id !== undefined ? { id } : {}), type: 'error', code: e.code, message: e.message, ...(problem.errors ? { errors: problem.errors } : {}) })
   }
 
-  /** Drops one channel from a socket: stops its topic, its feed reference and its presence. */
+  /**
+   * Drops one channel from a socket: its topic, its feed reference and its presence. A subscribe still in
+   * progress only loses its place here; it gives back what it took itself when it resumes.
+   */
   const drop = (conn: Conn, channel: string) => {
     if (!conn.subs.delete(channel)) return
     o.metrics.subscriptions.dec()
+    if (!conn.ready.delete(channel)) return
     if (conn.open && conn.ws) conn.ws.unsubscribe(topicOf(channel, conn.protocol))
     o.hub.release(channel)
     if (channel.startsWith('org:') && conn.user) {
@@ -137,24 +143,41 @@ export function createWsServer(o: WsOptions) {
     o.metrics.subscriptions.inc()
     const user = conn.user!
     const isOrg = channel.startsWith('org:')
-    if (isOrg) {
-      o.presence.join(channel, user.userId)
-      await o.presence.watch(channel)
+    // What this subscribe has taken so far, given back exactly if it fails or the socket goes meanwhile.
+    let joined = false
+    let watching = false
+    let feed: ChannelFeed | undefined
+    const undo = () => {
+      if (feed) o.hub.release(channel)
+      if (watching) o.presence.unwatch(channel)
+      if (joined) o.presence.leave(channel, user.userId)
+      if (conn.subs.delete(channel)) o.metrics.subscriptions.dec()
     }
-    const feed = await o.hub.acquire(channel)
+    // Still wanted: the socket is open and nobody unsubscribed while this waited.
+    const wanted = () => conn.open && conn.subs.has(channel)
     let replay: ChannelEvent[] = []
-    if (since !== undefined && !(feed.liveSeq !== undefined && (since >= feed.liveSeq || (feed.ring[0] && feed.ring[0].event.seq <= since + 1)))) {
-      // Not all in this node's recent events: the stream has the rest.
-      const history = await o.hub.history(channel, feed.subject, since)
-      if (history.expired) {
-        drop(conn, channel)
-        throw new AppError('history.expired', `events after ${since} on ${channel} are no longer kept; fetch the current state again`)
+    try {
+      if (isOrg) {
+        o.presence.join(channel, user.userId)
+        joined = true
+        await o.presence.watch(channel)
+        watching = true
       }
-      replay = history.events
-      if (feed.liveSeq === undefined) feed.liveSeq = history.lastSeq
-      else if (feed.liveSeq < history.lastSeq) await feed.reach(history.lastSeq, 2_000)
+      feed = await o.hub.acquire(channel)
+      if (!wanted()) return undo()
+      if (since !== undefined && !(feed.liveSeq !== undefined && (since >= feed.liveSeq || (feed.ring[0] && feed.ring[0].event.seq <= since + 1)))) {
+        // Not all in this node's recent events: the stream has the rest.
+        const history = await o.hub.history(channel, feed.subject, since)
+        if (history.expired) throw new AppError('history.expired', `events after ${since} on ${channel} are no longer kept; fetch the current state again`)
+        replay = history.events
+        if (feed.liveSeq === undefined) feed.liveSeq = history.lastSeq
+        else if (feed.liveSeq < history.lastSeq) await feed.reach(history.lastSeq, 2_000)
+      }
+    } catch (err) {
+      undo()
+      throw err
     }
-    if (!conn.open || !conn.subs.has(channel)) return
+    if (!wanted()) return undo()
     // From here to the topic subscription nothing awaits, so no live event can fall between replay and live.
     send(conn, { id, type: 'ok' })
     let last = since ?? Number.POSITIVE_INFINITY
@@ -172,7 +195,9 @@ export function createWsServer(o: WsOptions) {
         o.metrics.replayed.inc()
       }
     }
+    if (!wanted()) return undo()
     conn.ws!.subscribe(topicOf(channel, conn.protocol))
+    conn.ready.add(channel)
   }
 
   const authenticate = async (conn: Conn, token: string) => {
@@ -290,7 +315,7 @@ export function createWsServer(o: WsOptions) {
         protocol = subprotocols[known]!
         chosen = known
       }
-      const conn: Conn = { id: newId(), protocol, ws: undefined, open: false, user: undefined, subs: new Set(), authTimer: undefined, badFrames: 0, tokens: o.rateBurst, refilledAt: performance.now() }
+      const conn: Conn = { id: newId(), protocol, ws: undefined, open: false, user: undefined, subs: new Set(), ready: new Set(), authTimer: undefined, badFrames: 0, tokens: o.rateBurst, refilledAt: performance.now() }
       res.cork(() => res.upgrade(conn, key, chosen, extensions, context))
     },
     open(ws) {
