@@ -57,9 +57,19 @@ export function orgAsker(actors: ActorSystem) {
   return <R>(ctx: RequestContext, orgId: string, command: Command) => actors.ask<R>('org', orgId, command, { principal: ctx.principal, requestId: ctx.requestId })
 }
 
+/** A list command with `?limit=&cursor=`: the cursor decoded for the actor, its answer's cursor made opaque again. */
+export function pagedAsker(actors: ActorSystem) {
+  const ask = orgAsker(actors)
+  return async (ctx: RequestContext<{ orgId: string }, { limit: number; cursor?: string | undefined }>, type: string) => {
+    const after = decodeCursor(ctx.query.cursor)
+    const reply = await ask<{ items: unknown[]; nextCursor: string | null }>(ctx, ctx.params.orgId, { type, limit: ctx.query.limit, ...(after ? { after } : {}) })
+    return { status: 200, body: page(reply) }
+  }
+}
+
 export function orgRoutes(d: OrgRoutesDeps): Route[] {
   const ask = orgAsker(d.actors)
-  type Page<T> = { items: T[]; nextCursor: string | null }
+  const paged = pagedAsker(d.actors)
 
   return [
     defineRoute({
@@ -190,11 +200,7 @@ export function orgRoutes(d: OrgRoutesDeps): Route[] {
       params: OrgParams,
       query: PageQuery,
       responses: { 200: { description: 'invitations', schema: pageOf(InvitationView) } },
-      handler: async (ctx) => {
-        const after = decodeCursor(ctx.query.cursor)
-        const reply = await ask<Page<unknown>>(ctx, ctx.params.orgId, { type: 'invitations.list', limit: ctx.query.limit, ...(after ? { after } : {}) })
-        return { status: 200, body: page(reply) }
-      },
+      handler: (ctx) => paged(ctx, 'invitations.list'),
     }),
     defineRoute({
       method: 'post',
@@ -343,11 +349,7 @@ export function orgRoutes(d: OrgRoutesDeps): Route[] {
       params: OrgParams,
       query: PageQuery,
       responses: { 200: { description: 'audit entries', schema: pageOf(AuditView) } },
-      handler: async (ctx) => {
-        const after = decodeCursor(ctx.query.cursor)
-        const reply = await ask<Page<unknown>>(ctx, ctx.params.orgId, { type: 'audit.list', limit: ctx.query.limit, ...(after ? { after } : {}) })
-        return { status: 200, body: page(reply) }
-      },
+      handler: (ctx) => paged(ctx, 'audit.list'),
     }),
   ]
 }

@@ -2,8 +2,8 @@ import { z } from 'zod'
 import type { ActorSystem } from '../actors/system.js'
 import type { Sql } from '../storage/postgres.js'
 import { ifMatchVersion } from './if-match.js'
-import { orgAsker } from './org-routes.js'
-import { Id, Name, OrgParams, PageQuery, ProjectStatus, ProjectView, decodeCursor, page, pageOf } from './org-schemas.js'
+import { orgAsker, pagedAsker } from './org-routes.js'
+import { Id, Name, OrgParams, PageQuery, ProjectStatus, ProjectView, pageOf } from './org-schemas.js'
 import { defineRoute, type Route } from './route.js'
 
 export interface ProjectRoutesDeps {
@@ -21,6 +21,7 @@ const tags = ['projects']
 
 export function projectRoutes(d: ProjectRoutesDeps): Route[] {
   const ask = orgAsker(d.actors)
+  const paged = pagedAsker(d.actors)
   const base = '/v1/orgs/:orgId/projects'
   return [
     defineRoute({
@@ -33,11 +34,7 @@ export function projectRoutes(d: ProjectRoutesDeps): Route[] {
       params: OrgParams,
       query: PageQuery,
       responses: { 200: { description: 'a page of projects', schema: pageOf(ProjectView) } },
-      handler: async (ctx) => {
-        const after = decodeCursor(ctx.query.cursor)
-        const reply = await ask<{ items: unknown[]; nextCursor: string | null }>(ctx, ctx.params.orgId, { type: 'projects.list', limit: ctx.query.limit, ...(after ? { after } : {}) })
-        return { status: 200, body: page(reply) }
-      },
+      handler: (ctx) => paged(ctx, 'projects.list'),
     }),
     defineRoute({
       method: 'post',
