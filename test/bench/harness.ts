@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import { connect } from '@nats-io/transport-node'
 import { Redis } from 'ioredis'
+import WebSocket from 'ws'
 import postgres from 'postgres'
 import { namesFor } from '../../core/names.js'
 import { dropStreams } from '../../storage/nats.js'
@@ -92,6 +93,8 @@ export interface ServerProcess {
   cpuSeconds(): number | undefined
   /** SIGTERM, then SIGKILL when it has not exited after `graceMs`; resolves once it is gone. */
   stop(graceMs?: number): Promise<void>
+  /** The V8 inspector's WebSocket URL, when started with `inspect` (lets a memory measurement force a GC). */
+  inspector?: string
 }
 
 export interface StartServerOptions {
@@ -106,6 +109,8 @@ export interface StartServerOptions {
    */
   portFrom(line: string): number | undefined
   startTimeoutMs?: number
+  /** Open the V8 inspector on a loopback port, so `collectGarbage` can reach it. */
+  inspect?: boolean
 }
 
 /**
@@ -114,7 +119,8 @@ export interface StartServerOptions {
  */
 export function startServer(options: StartServerOptions): Promise<ServerProcess> {
   const loader = options.script.endsWith('.js') ? [] : ['--import', 'tsx']
-  const child = spawn(process.execPath, [...loader, options.script, ...(options.args ?? [])], {
+  const inspect = options.inspect ? ['--inspect=127.0.0.1:0'] : []
+  const child = spawn(process.execPath, [...inspect, ...loader, options.script, ...(options.args ?? [])], {
     cwd: root,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -142,7 +148,11 @@ export function startServer(options: StartServerOptions): Promise<ServerProcess>
     },
   }
   live.add(server)
-  createInterface({ input: child.stderr! }).on('line', remember)
+  createInterface({ input: child.stderr! }).on('line', (line) => {
+    const inspector = /Debugger listening on (ws:\/\/\S+)/.exec(line)?.[1]
+    if (inspector) server.inspector = inspector
+    else remember(line)
+  })
   const stdout = createInterface({ input: child.stdout! })
 
   let started = false
@@ -382,16 +392,45 @@ export function buildOnce(): void {
  * built first), each in its own process, ours on the isolated database and namespace. Both are pushed onto
  * `servers` as they start, so the caller stops whatever did start even when the second one fails.
  */
-export async function startRawAndOurs(isolated: Isolated, servers: ServerProcess[], env: Record<string, string> = {}): Promise<{ raw: ServerProcess; ours: ServerProcess }> {
+export async function startRawAndOurs(
+  isolated: Isolated,
+  servers: ServerProcess[],
+  env: Record<string, string> = {},
+  { inspect = false }: { inspect?: boolean } = {},
+): Promise<{ raw: ServerProcess; ours: ServerProcess }> {
   buildOnce()
-  const raw = await startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine })
+  const raw = await startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine, inspect })
   servers.push(raw)
   const ours = await startServer({
     name: 'dist/main.js',
     script: 'dist/main.js',
     env: { ...isolated.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', SHUTDOWN_TIMEOUT_MS: '2000', ...env },
     portFrom: nodeStartedLine,
+    inspect,
   })
   servers.push(ours)
   return { raw, ours }
+}
+
+/**
+ * A full garbage collection in a server started with `inspect`, through the V8 inspector protocol, so a
+ * memory reading counts live objects rather than whatever garbage the last collection left. A no-op for a
+ * server without the inspector.
+ */
+export async function collectGarbage(server: ServerProcess): Promise<void> {
+  if (!server.inspector) return
+  const socket = new WebSocket(server.inspector)
+  await new Promise<void>((resolve, reject) => {
+    socket.once('open', () => resolve())
+    socket.once('error', reject)
+  })
+  try {
+    for (let id = 1; id <= 2; id++) {
+      const answered = new Promise<void>((resolve) => socket.on('message', (data: Buffer) => (JSON.parse(data.toString()) as { id?: number }).id === id && resolve()))
+      socket.send(JSON.stringify({ id, method: 'HeapProfiler.collectGarbage' }))
+      await answered
+    }
+  } finally {
+    socket.close()
+  }
 }

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type postgres from 'postgres'
-import { median, round, sleep, type BenchSettings, type ServerProcess } from './harness.js'
+import { collectGarbage, median, round, sleep, type BenchSettings, type ServerProcess } from './harness.js'
 import { openSockets, type ClientPool } from './ws-fanout-client-pool.js'
 import type { SocketKind } from './ws-fanout-clients.js'
 import { ORGS, type Layout, type World } from './ws-fanout-world.js'
@@ -58,8 +58,10 @@ function rss(pid: number): number {
   return Number(kb[1]) * 1024
 }
 
-/** The median of a few RSS readings after the process has had time to settle. */
-async function settledRss(pid: number): Promise<number> {
+/** The median of a few RSS readings after a full garbage collection and time to settle. */
+async function settledRss(server: ServerProcess): Promise<number> {
+  const pid = server.child.pid!
+  await collectGarbage(server)
   await sleep(3_000)
   const readings: number[] = []
   for (let i = 0; i < 5; i++) {
@@ -74,20 +76,19 @@ async function settledRss(pid: number): Promise<number> {
  * code paths are compiled and the first pools allocated before the baseline is read.
  */
 export async function memory(pool: ClientPool, kind: SocketKind, server: ServerProcess, layout: Layout, tokens: string[], log: (line: string) => void): Promise<MemoryResult> {
-  const pid = server.child.pid!
   await openSockets(pool, kind, server.url, layout.perProc.map((s) => s.slice(0, 50)), tokens)
   await pool.all({ cmd: 'close' })
-  const beforeBytes = await settledRss(pid)
+  const beforeBytes = await settledRss(server)
   const heapBefore = kind === 'ours' ? await heap(server) : undefined
   const { opened, ms } = await openSockets(pool, kind, server.url, layout.perProc, tokens)
-  const afterBytes = await settledRss(pid)
+  const afterBytes = await settledRss(server)
   const heapAfter = kind === 'ours' ? await heap(server) : undefined
   const bytesPerConn = (afterBytes - beforeBytes) / opened
   const heapPerConn = heapBefore && heapAfter ? (heapAfter.used - heapBefore.used) / opened : undefined
   const heapCommittedPerConn = heapBefore && heapAfter ? (heapAfter.total - heapBefore.total) / opened : undefined
   log(
     `${kind}: ${opened} sockets open and subscribed in ${(ms / 1000).toFixed(1)} s; RSS ${mib(beforeBytes)} → ${mib(afterBytes)} MiB, ${Math.round(bytesPerConn)} B per socket` +
-      (heapPerConn === undefined ? '' : ` (JS heap: ${Math.round(heapPerConn)} B in use, garbage not yet collected included; ${Math.round(heapCommittedPerConn!)} B committed)`),
+      (heapPerConn === undefined ? '' : ` (JS heap: ${Math.round(heapPerConn)} B in use after a full GC; ${Math.round(heapCommittedPerConn!)} B committed)`),
   )
   return { sockets: opened, beforeBytes, afterBytes, bytesPerConn, heapPerConn, heapCommittedPerConn, openMs: ms }
 }

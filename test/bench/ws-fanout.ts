@@ -46,7 +46,8 @@ const scenario: Scenario = {
       let pool: ClientPool | undefined
       try {
         // A long token lifetime so a long run never authenticates with an expired token.
-        const { raw, ours } = await startRawAndOurs(isolated, servers, { ACCESS_TOKEN_TTL_S: '86400' })
+        // Every server opens the V8 inspector so the memory readings can follow a full garbage collection.
+        const { raw, ours } = await startRawAndOurs(isolated, servers, { ACCESS_TOKEN_TTL_S: '86400' }, { inspect: true })
         sql = postgres(isolated.env.DATABASE_URL!, { max: 2, onnotice: () => {} })
         const world = await buildWorld(ours.url, sql, log)
         const layout = layoutSockets(world, clients, procs)
@@ -71,6 +72,7 @@ const scenario: Scenario = {
           args: [`${ours.url}/.well-known/jwks.json`],
           env: { ...isolated.env, HOST: '127.0.0.1', PORT: '0' },
           portFrom: portLine,
+          inspect: true,
         })
         servers.push(peer)
         await ours.stop()
