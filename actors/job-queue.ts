@@ -1,10 +1,10 @@
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { AppError } from '../core/errors.js'
+import { AppError, notFound } from '../core/errors.js'
 import { newId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
-import { insertJob, insertJobs, markJobsPublished, type JobPriority, type NewJob } from '../storage/job-records.js'
+import { findJobRecord, insertJob, insertJobs, markJobsPublished, requeueDeadJob, type JobPriority, type JobRecord, type NewJob } from '../storage/job-records.js'
 import type { Queryable, Sql } from '../storage/postgres.js'
 import { fieldErrors } from '../core/validation.js'
 import type { JobDefinition } from './jobs/define.js'
@@ -48,6 +48,10 @@ export interface JobQueue {
   enqueue(request: JobRequest): Promise<{ id: string; duplicate: boolean }>
   /** Many at once: one transaction, one multi-row insert, publishes pipelined. */
   enqueueMany(requests: readonly JobRequest[]): Promise<{ id: string; duplicate: boolean }[]>
+  /** Makes a dead job queued again (a new generation) inside the caller's transaction; publish it after the commit. */
+  requeueDead(tx: Queryable, id: string): Promise<JobRecord>
+  /** For trusted code (operators): queues a dead job again and publishes it. */
+  retryDead(id: string): Promise<JobRecord>
   definition(name: string): JobDefinition | undefined
   readonly definitions: readonly JobDefinition[]
 }
@@ -127,6 +131,18 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
       const inserted = await insertSoon(job)
       if (!inserted.duplicate) queue.publish([job])
       return inserted
+    },
+    async requeueDead(tx, id) {
+      const requeued = await requeueDeadJob(tx, id)
+      if (requeued) return requeued
+      const found = await findJobRecord(tx, id)
+      if (!found) throw notFound('job')
+      throw new AppError('conflict', `job ${id} is ${found.status}; only dead jobs can be retried`)
+    },
+    async retryDead(id) {
+      const job = await queue.requeueDead(o.sql, id)
+      queue.publish([job])
+      return job
     },
     async enqueueMany(requests) {
       const prepared = requests.map((r) => queue.prepare(r))

@@ -5,7 +5,7 @@ import { isPermission } from '../core/rbac.js'
 import { insertApiKey, revokeApiKey, touchApiKeys } from '../storage/api-keys.js'
 import { listAudit } from '../storage/audit.js'
 import { insertEvents } from '../storage/outbox.js'
-import { findJobRecord, requeueDeadJob, type JobRecord } from '../storage/job-records.js'
+import { findJobRecord, type JobRecord } from '../storage/job-records.js'
 import { findExport } from '../storage/exports.js'
 import { deleteOrg, insertCustomRole, insertMember, insertOrg, insertTeam, addTeamMember, removeTeamMember, updateOrg, type Org, type Team } from '../storage/orgs.js'
 import { isUniqueViolation } from '../storage/postgres.js'
@@ -252,13 +252,7 @@ export async function retryJob(s: OrgState, c: Command, x: OrgContext): Promise<
   mustHave(caller, 'jobs:manage')
   const jobId = String(c.jobId)
   const audit = auditEntry(x, caller, 'job.retried', { type: 'job', id: jobId })
-  const job = await commitChange(s, x, audit, { type: 'job.updated', data: { id: jobId, status: 'queued', attempts: 0 } }, async (tx) => {
-    const found = await findJobRecord(tx, jobId)
-    if (!found) throw notFound('job')
-    const requeued = await requeueDeadJob(tx, jobId)
-    if (!requeued) throw new AppError('conflict', `job ${jobId} is ${found.status}; only dead jobs can be retried`)
-    return requeued
-  })
+  const job = await commitChange(s, x, audit, { type: 'job.updated', data: { id: jobId, status: 'queued', attempts: 0 } }, (tx) => x.d.jobs.requeueDead(tx, jobId))
   x.d.jobs.publish([job])
   return { state: s, reply: jobView(job) }
 }

@@ -2,7 +2,7 @@ import { z } from 'zod'
 import type { JobQueue } from '../actors/job-queue.js'
 import { AppError, notFound } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
-import { findJobRecord, jobCounts, recentJobs, requeueDeadJob, type JobRecord } from '../storage/job-records.js'
+import { jobCounts, recentJobs, type JobRecord } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
 import { createOpsAuth, opsSessionSeconds, sessionCookie } from './ops-auth.js'
 import { jobsPage, opsPageCsp, opsScript, signInPage } from './ops-page.js'
@@ -156,13 +156,7 @@ export function opsRoutes(d: OpsDeps): Route[] {
         auth.check(ctx.headers)
         const id = ctx.params.id
         if (!uuid.test(id)) throw notFound('job')
-        const job = await requeueDeadJob(d.sql, id)
-        if (!job) {
-          const found = await findJobRecord(d.sql, id)
-          if (!found) throw notFound('job')
-          throw new AppError('conflict', `job ${id} is ${found.status}; only dead jobs can be retried`)
-        }
-        d.jobs.publish([job])
+        const job = await d.jobs.retryDead(id)
         d.log.info({ jobId: id, job: job.name, generation: job.generation, requestId: ctx.requestId }, 'ops: dead job queued again')
         return { status: 200, body: opsJobView(job), headers: noStore }
       },

@@ -2,6 +2,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_cont
 import type { SessionRevocations } from '../actors/session-revocations.js'
 import type { ActorSystem } from '../actors/system.js'
 import type { AccessTokens } from '../core/access-tokens.js'
+import type { Config } from '../core/config.js'
 import { AppError, internalError, problemOf } from '../core/errors.js'
 import { parseChannel, type ChannelEvent } from '../core/events.js'
 import { newId, newRequestId } from '../core/ids.js'
@@ -13,7 +14,10 @@ import { ClientFrame, decodeFrame, encodeFrame, subprotocols, type WireProtocol 
 import type { WsMetrics } from './ws-metrics.js'
 import { runRpc } from './ws-rpc.js'
 
-export interface WsOptions {
+/** The limits come straight from configuration (`WS_*`). */
+type WsLimits = Config['ws']
+
+export interface WsOptions extends WsLimits {
   app: TemplatedApp
   path: string
   corsOrigins: readonly string[]
@@ -24,13 +28,6 @@ export interface WsOptions {
   presence: Presence
   metrics: WsMetrics
   log: Logger
-  maxFrameBytes: number
-  idleTimeoutS: number
-  authTimeoutMs: number
-  ratePerSecond: number
-  rateBurst: number
-  maxBufferedBytes: number
-  maxBadFrames: number
 }
 
 /** Close codes of API.md. */
