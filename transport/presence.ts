@@ -30,6 +30,8 @@ interface Watched {
   users: number
 }
 
+const WRITE_WINDOW_MS = 10
+
 const safeNode = (nodeId: string) => nodeId.replace(/[^A-Za-z0-9_-]/g, '_')
 
 /**
@@ -50,6 +52,18 @@ export function createPresence(o: PresenceOptions) {
     const key = keyOf(channel)
     const op = users && users.size > 0 ? o.kv.put(key, JSON.stringify(Object.fromEntries(users))) : o.kv.delete(key)
     op.catch((err: unknown) => o.log.warn({ err, channel }, 'presence not written'))
+  }
+  // Joins and leaves within a few milliseconds make one write per channel: a reconnect storm (a node gone, its
+  // sockets arriving here) would otherwise write a channel's entry once per socket.
+  const dirty = new Set<string>()
+  let flushing: NodeJS.Timeout | undefined
+  const writeSoon = (channel: string) => {
+    dirty.add(channel)
+    flushing ??= setTimeout(() => {
+      flushing = undefined
+      for (const c of dirty) write(c)
+      dirty.clear()
+    }, WRITE_WINDOW_MS)
   }
 
   const recompute = (channel: string, w: Watched) => {
@@ -80,7 +94,7 @@ export function createPresence(o: PresenceOptions) {
       const users = local.get(channel) ?? new Map<string, number>()
       users.set(userId, (users.get(userId) ?? 0) + 1)
       local.set(channel, users)
-      write(channel)
+      writeSoon(channel)
     },
     leave(channel: string, userId: string): void {
       const users = local.get(channel)
@@ -89,7 +103,7 @@ export function createPresence(o: PresenceOptions) {
       if (n > 0) users.set(userId, n)
       else users.delete(userId)
       if (users.size === 0) local.delete(channel)
-      write(channel)
+      writeSoon(channel)
     },
     /** Starts following a channel (first local subscriber); every `watch` needs an `unwatch`. */
     async watch(channel: string): Promise<void> {
@@ -142,6 +156,8 @@ export function createPresence(o: PresenceOptions) {
     /** Removes this node's entries, so others see its users leave at once rather than after the TTL. */
     async stop(): Promise<void> {
       clearInterval(heartbeat)
+      clearTimeout(flushing)
+      dirty.clear()
       for (const w of watched.values()) w.watcher?.stop()
       watched.clear()
       await Promise.allSettled([...local.keys()].map((channel) => o.kv.delete(keyOf(channel))))

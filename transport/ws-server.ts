@@ -1,15 +1,17 @@
-import type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_socket_context_t } from 'uWebSockets.js'
+import { randomBytes } from 'node:crypto'
+import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t } from 'uWebSockets.js'
 import type { SessionRevocations } from '../actors/session-revocations.js'
 import type { ActorSystem } from '../actors/system.js'
 import type { AccessTokens } from '../core/access-tokens.js'
 import type { Config } from '../core/config.js'
 import { AppError, internalError, problemOf } from '../core/errors.js'
 import { parseChannel, type ChannelEvent } from '../core/events.js'
-import { newId, newRequestId } from '../core/ids.js'
+import { newRequestId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
 import type { ChannelFeed, ChannelHub } from './channel-hub.js'
 import { topicOf } from './channel-hub.js'
 import type { Presence } from './presence.js'
+import { Conn, type SocketData } from './ws-conn.js'
 import { ClientFrame, decodeFrame, encodeFrame, subprotocols, type WireProtocol } from './ws-frames.js'
 import type { WsMetrics } from './ws-metrics.js'
 import { runRpc } from './ws-rpc.js'
@@ -33,22 +35,6 @@ export interface WsOptions extends WsLimits {
 /** Close codes of API.md. */
 export const CloseCode = { unauthenticated: 4001, revoked: 4003, tooSlow: 4008, rateLimited: 4029, badFrames: 1008, goingAway: 1001 } as const
 
-interface Conn {
-  id: string
-  protocol: WireProtocol
-  ws: WebSocket<Conn> | undefined
-  open: boolean
-  user: { userId: string; sessionId: string } | undefined
-  /** Channels this socket is subscribed to or joining. */
-  subs: Set<string>
-  /** Of those, the ones fully set up (topic joined, feed and presence held). */
-  ready: Set<string>
-  authTimer: NodeJS.Timeout | undefined
-  badFrames: number
-  tokens: number
-  refilledAt: number
-}
-
 /**
  * `GET /v1/ws`: the WebSocket sessions of API.md. Sockets authenticate with their first frame, subscribe to
  * channels the owning actor allows, receive events through the channel hub (uWebSockets.js topics), resume
@@ -56,19 +42,40 @@ interface Conn {
  * sockets: a membership change drops the channel, a revoked session closes the socket.
  */
 export function createWsServer(o: WsOptions) {
-  const conns = new Set<Conn>()
+  // Sockets are indexed once each: by session once authenticated, before that in `pending` with the time
+  // their auth frame is due (the watchdog enforces it: no timer per socket). A user's sockets are found
+  // through the user's sessions, which costs per session rather than per socket.
+  const pending = new Map<Conn, number>()
   const bySession = new Map<string, Set<Conn>>()
-  const byUser = new Map<string, Set<Conn>>()
+  const sessionsOf = new Map<string, Set<string>>()
+  let open = 0
+  let serials = 0
+  /** Connection ids are this server's random prefix and the socket's serial number, made only when needed. */
+  const node = randomBytes(6).toString('base64url')
+  const connectionId = (conn: Conn) => `${node}-${conn.serial}`
   const allowed = new Set(o.corsOrigins)
   let draining = false
 
-  const index = (map: Map<string, Set<Conn>>, key: string, conn: Conn, add: boolean) => {
-    const set = map.get(key) ?? new Set<Conn>()
-    if (add) set.add(conn)
-    else set.delete(conn)
-    if (set.size > 0) map.set(key, set)
-    else map.delete(key)
+  const indexSession = (conn: Conn) => {
+    let sockets = bySession.get(conn.sessionId)
+    if (!sockets) {
+      bySession.set(conn.sessionId, (sockets = new Set()))
+      let sessions = sessionsOf.get(conn.userId)
+      if (!sessions) sessionsOf.set(conn.userId, (sessions = new Set()))
+      sessions.add(conn.sessionId)
+    }
+    sockets.add(conn)
   }
+  const unindexSession = (conn: Conn) => {
+    const sockets = bySession.get(conn.sessionId)
+    if (!sockets?.delete(conn) || sockets.size > 0) return
+    bySession.delete(conn.sessionId)
+    const sessions = sessionsOf.get(conn.userId)
+    sessions?.delete(conn.sessionId)
+    if (sessions?.size === 0) sessionsOf.delete(conn.userId)
+  }
+  const socketsOf = (userId: string): Conn[] => [...(sessionsOf.get(userId) ?? [])].flatMap((s) => [...(bySession.get(s) ?? [])])
+  const everySocket = (): Conn[] => [...pending.keys(), ...[...bySession.values()].flatMap((s) => [...s])]
 
   const close = (conn: Conn, code: number, reason: string) => {
     if (!conn.open || !conn.ws) return
@@ -93,8 +100,8 @@ export function createWsServer(o: WsOptions) {
   }
   const error = (conn: Conn, id: string | number | undefined, err: unknown) => {
     const e = err instanceof AppError ? err : internalError(err)
-    if (!(err instanceof AppError)) o.log.error({ err, connectionId: conn.id }, 'websocket command failed')
-    const problem = problemOf(e, conn.id)
+    if (!(err instanceof AppError)) o.log.error({ err, connectionId: connectionId(conn) }, 'websocket command failed')
+    const problem = problemOf(e, connectionId(conn))
     send(conn, { ...(id !== undefined ? { id } : {}), type: 'error', code: e.code, message: e.message, ...(problem.errors ? { errors: problem.errors } : {}) })
   }
 
@@ -103,27 +110,29 @@ export function createWsServer(o: WsOptions) {
    * progress only loses its place here; it gives back what it took itself when it resumes.
    */
   const drop = (conn: Conn, channel: string) => {
-    if (!conn.subs.delete(channel)) return
+    const wasReady = conn.remove(channel)
+    if (wasReady === undefined) return
     o.metrics.subscriptions.dec()
-    if (!conn.ready.delete(channel)) return
+    if (!wasReady) return
     if (conn.open && conn.ws) conn.ws.unsubscribe(topicOf(channel, conn.protocol))
     o.hub.release(channel)
-    if (channel.startsWith('org:') && conn.user) {
-      o.presence.leave(channel, conn.user.userId)
+    if (channel.startsWith('org:') && conn.authenticated) {
+      o.presence.leave(channel, conn.userId)
       o.presence.unwatch(channel)
     }
   }
 
+  const principalOf = (conn: Conn) => ({ type: 'user' as const, userId: conn.userId, sessionId: conn.sessionId })
+
   const authorize = async (conn: Conn, channel: string): Promise<void> => {
     const parsed = parseChannel(channel)
     if (!parsed) throw new AppError('validation.failed', 'channels are `org:<id>` or `user:<id>`', { errors: [{ path: 'channel', message: 'unknown channel' }] })
-    const user = conn.user!
     if (parsed.kind === 'user') {
-      if (parsed.id !== user.userId) throw new AppError('rbac.forbidden', 'a user channel is only its user’s')
+      if (parsed.id !== conn.userId) throw new AppError('rbac.forbidden', 'a user channel is only its user’s')
       return
     }
     try {
-      await o.actors.ask('org', parsed.id, { type: 'channel.authorize' }, { principal: { type: 'user', ...user }, requestId: newRequestId() })
+      await o.actors.ask('org', parsed.id, { type: 'channel.authorize' }, { principal: principalOf(conn), requestId: newRequestId() })
     } catch (err) {
       // Not a member (or no such organization) looks the same as lacking the permission.
       if (err instanceof AppError && (err.code === 'not_found' || err.code === 'rbac.forbidden')) throw new AppError('rbac.forbidden', `not permitted on ${channel}`)
@@ -132,13 +141,13 @@ export function createWsServer(o: WsOptions) {
   }
 
   const subscribe = async (conn: Conn, id: string | number, channel: string, since: number | undefined) => {
-    if (conn.subs.has(channel)) return send(conn, { id, type: 'ok' })
+    if (conn.has(channel)) return send(conn, { id, type: 'ok' })
     await authorize(conn, channel)
     if (!conn.open) return
-    if (conn.subs.has(channel)) return send(conn, { id, type: 'ok' })
-    conn.subs.add(channel)
+    if (conn.has(channel)) return send(conn, { id, type: 'ok' })
+    conn.add(channel)
     o.metrics.subscriptions.inc()
-    const user = conn.user!
+    const userId = conn.userId
     const isOrg = channel.startsWith('org:')
     // What this subscribe has taken so far, given back exactly if it fails or the socket goes meanwhile.
     let joined = false
@@ -147,15 +156,15 @@ export function createWsServer(o: WsOptions) {
     const undo = () => {
       if (feed) o.hub.release(channel)
       if (watching) o.presence.unwatch(channel)
-      if (joined) o.presence.leave(channel, user.userId)
-      if (conn.subs.delete(channel)) o.metrics.subscriptions.dec()
+      if (joined) o.presence.leave(channel, userId)
+      if (conn.remove(channel) !== undefined) o.metrics.subscriptions.dec()
     }
     // Still wanted: the socket is open and nobody unsubscribed while this waited.
-    const wanted = () => conn.open && conn.subs.has(channel)
+    const wanted = () => conn.open && conn.has(channel)
     let replay: ChannelEvent[] = []
     try {
       if (isOrg) {
-        o.presence.join(channel, user.userId)
+        o.presence.join(channel, userId)
         joined = true
         await o.presence.watch(channel)
         watching = true
@@ -194,7 +203,7 @@ export function createWsServer(o: WsOptions) {
     }
     if (!wanted()) return undo()
     conn.ws!.subscribe(topicOf(channel, conn.protocol))
-    conn.ready.add(channel)
+    conn.ready(feed.channel)
   }
 
   const authenticate = async (conn: Conn, token: string) => {
@@ -206,16 +215,15 @@ export function createWsServer(o: WsOptions) {
     }
     if (!conn.open) return
     if (o.revocations.isRevoked(claims.sid)) return close(conn, CloseCode.revoked, 'session revoked')
-    clearTimeout(conn.authTimer)
-    conn.authTimer = undefined
-    conn.user = { userId: claims.sub, sessionId: claims.sid }
-    index(bySession, claims.sid, conn, true)
-    index(byUser, claims.sub, conn, true)
-    send(conn, { type: 'ready', userId: claims.sub, sessionId: claims.sid, connectionId: conn.id })
+    conn.userId = claims.sub
+    conn.sessionId = claims.sid
+    pending.delete(conn)
+    indexSession(conn)
+    send(conn, { type: 'ready', userId: claims.sub, sessionId: claims.sid, connectionId: connectionId(conn) })
   }
 
   const handle = async (conn: Conn, frame: ClientFrame) => {
-    if (!conn.user) {
+    if (!conn.authenticated) {
       if (frame.type !== 'auth') return close(conn, CloseCode.unauthenticated, 'the first frame must be auth')
       return authenticate(conn, frame.token)
     }
@@ -230,12 +238,12 @@ export function createWsServer(o: WsOptions) {
         drop(conn, frame.channel)
         return send(conn, { id: frame.id, type: 'ok' })
       case 'presence':
-        if (!frame.channel.startsWith('org:') || !conn.subs.has(frame.channel)) {
+        if (!frame.channel.startsWith('org:') || !conn.has(frame.channel)) {
           return error(conn, frame.id, new AppError('rbac.forbidden', 'subscribe to the org channel before asking who is there'))
         }
         return send(conn, { id: frame.id, type: 'presence', channel: frame.channel, members: o.presence.members(frame.channel) })
       case 'rpc':
-        return runRpc(o.actors, frame.method, frame.params, { type: 'user', ...conn.user }, newRequestId()).then(
+        return runRpc(o.actors, frame.method, frame.params, principalOf(conn), newRequestId()).then(
           (result) => send(conn, { id: frame.id, type: 'result', result: result ?? null }),
           (err: unknown) => error(conn, frame.id, err),
         )
@@ -248,13 +256,13 @@ export function createWsServer(o: WsOptions) {
     if (conn.badFrames >= o.maxBadFrames) close(conn, CloseCode.badFrames, 'too many bad frames')
   }
 
-  /** Token bucket per connection: a steady rate with a burst allowance. */
+  /** Token bucket per connection: a steady rate with a burst allowance, counted in thousandths of a frame. */
   const withinRate = (conn: Conn) => {
-    const now = performance.now()
-    conn.tokens = Math.min(o.rateBurst, conn.tokens + ((now - conn.refilledAt) / 1000) * o.ratePerSecond)
+    const now = Math.floor(performance.now())
+    conn.credit = Math.min(o.rateBurst * 1000, conn.credit + (now - conn.refilledAt) * o.ratePerSecond)
     conn.refilledAt = now
-    if (conn.tokens < 1) return false
-    conn.tokens -= 1
+    if (conn.credit < 1000) return false
+    conn.credit -= 1000
     return true
   }
 
@@ -263,11 +271,11 @@ export function createWsServer(o: WsOptions) {
     if (event.type !== 'member.removed' && event.type !== 'member.updated' && event.type !== 'org.deleted') return
     const channel = event.channel
     const userId = (event.data as { userId?: string } | null)?.userId
-    const affected = event.type === 'org.deleted' ? [...conns] : [...(byUser.get(userId ?? '') ?? [])]
+    const affected = event.type === 'org.deleted' ? everySocket() : socketsOf(userId ?? '')
     for (const conn of affected) {
-      if (!conn.subs.has(channel)) continue
+      if (!conn.has(channel)) continue
       const revoke = (reason: string) => {
-        if (!conn.subs.has(channel)) return
+        if (!conn.has(channel)) return
         drop(conn, channel)
         send(conn, { type: 'unsubscribed', channel, reason })
       }
@@ -279,15 +287,18 @@ export function createWsServer(o: WsOptions) {
     for (const conn of [...(bySession.get(sessionId) ?? [])]) close(conn, CloseCode.revoked, 'session revoked')
   })
 
-  // uWebSockets.js skips a socket whose buffer is full rather than closing it; this watch closes readers that
-  // fell too far behind before that can happen, so they reconnect and resume instead of silently missing events.
+  // Closes sockets whose auth frame is late. And uWebSockets.js skips a socket whose buffer is full rather than
+  // closing it; this watch closes readers that fell too far behind before that can happen, so they reconnect
+  // and resume instead of silently missing events.
   const watchdog = setInterval(() => {
-    for (const conn of conns) if (conn.open && conn.ws && conn.ws.getBufferedAmount() > o.maxBufferedBytes) close(conn, CloseCode.tooSlow, 'too slow a reader')
+    const now = performance.now()
+    for (const [conn, due] of pending) if (now >= due) close(conn, CloseCode.unauthenticated, 'no auth frame in time')
+    for (const sockets of bySession.values()) for (const conn of sockets) if (conn.open && conn.ws && conn.ws.getBufferedAmount() > o.maxBufferedBytes) close(conn, CloseCode.tooSlow, 'too slow a reader')
     o.metrics.presence.set(o.presence.size())
   }, 100)
   watchdog.unref()
 
-  o.app.ws<Conn>(o.path, {
+  o.app.ws<SocketData>(o.path, {
     maxPayloadLength: o.maxFrameBytes,
     idleTimeout: o.idleTimeoutS,
     sendPingsAutomatically: true,
@@ -312,19 +323,20 @@ export function createWsServer(o: WsOptions) {
         protocol = subprotocols[known]!
         chosen = known
       }
-      const conn: Conn = { id: newId(), protocol, ws: undefined, open: false, user: undefined, subs: new Set(), ready: new Set(), authTimer: undefined, badFrames: 0, tokens: o.rateBurst, refilledAt: performance.now() }
-      res.cork(() => res.upgrade(conn, key, chosen, extensions, context))
+      const conn = new Conn(++serials, protocol, o.rateBurst * 1000, Math.floor(performance.now()))
+      // uWebSockets.js copies the user data's properties onto its socket object: one property, not the state's.
+      res.cork(() => res.upgrade<SocketData>({ conn }, key, chosen, extensions, context))
     },
     open(ws) {
-      const conn = ws.getUserData()
+      const conn = ws.getUserData().conn
       conn.ws = ws
       conn.open = true
-      conns.add(conn)
+      pending.set(conn, performance.now() + o.authTimeoutMs)
+      open++
       o.metrics.connections.inc()
-      conn.authTimer = setTimeout(() => close(conn, CloseCode.unauthenticated, 'no auth frame in time'), o.authTimeoutMs)
     },
     message(ws, data, isBinary) {
-      const conn = ws.getUserData()
+      const conn = ws.getUserData().conn
       if (!withinRate(conn)) return close(conn, CloseCode.rateLimited, 'rate limited')
       let decoded: unknown
       try {
@@ -339,29 +351,26 @@ export function createWsServer(o: WsOptions) {
       void handle(conn, parsed.data).catch((err: unknown) => error(conn, 'id' in parsed.data ? parsed.data.id : undefined, err))
     },
     close(ws) {
-      const conn = ws.getUserData()
+      const conn = ws.getUserData().conn
       conn.open = false
-      clearTimeout(conn.authTimer)
-      conns.delete(conn)
+      open--
       o.metrics.connections.dec()
-      for (const channel of [...conn.subs]) drop(conn, channel)
-      if (conn.user) {
-        index(bySession, conn.user.sessionId, conn, false)
-        index(byUser, conn.user.userId, conn, false)
-      }
+      for (const channel of conn.channels()) drop(conn, channel)
+      if (conn.authenticated) unindexSession(conn)
+      else pending.delete(conn)
       conn.ws = undefined
     },
   })
 
   return {
     get connections() {
-      return conns.size
+      return open
     },
     /** Refuses new sockets and closes open ones with 1001, so clients reconnect to another node and resume. */
     closeAll(): void {
       draining = true
       clearInterval(watchdog)
-      for (const conn of [...conns]) close(conn, CloseCode.goingAway, 'node shutting down')
+      for (const conn of everySocket()) close(conn, CloseCode.goingAway, 'node shutting down')
     },
   }
 }

@@ -1,0 +1,99 @@
+import type { WebSocket } from 'uWebSockets.js'
+import type { WireProtocol } from './ws-frames.js'
+
+/** What uWebSockets.js keeps on its socket object for us. */
+export interface SocketData {
+  conn: Conn
+}
+
+/**
+ * One socket's state. A node holds tens of thousands of these, so each is one object with fixed fields and
+ * nothing else of its own: no Sets, no closures, no id string, numbers kept as small integers. The first
+ * channel lives inline, since most sockets never subscribe to a second; further ones go in a Map made when
+ * needed.
+ */
+export class Conn {
+  ws: WebSocket<SocketData> | undefined = undefined
+  open = false
+  /** Empty until the auth frame is accepted; both strings are the shared ones of the cached token claims. */
+  userId = ''
+  sessionId = ''
+  badFrames = 0
+  /** Rate-limit credit in thousandths of a frame (an integer, so no boxed double per socket). */
+  credit: number
+  /** Whole milliseconds of performance.now() when the credit was last topped up. */
+  refilledAt: number
+  /** The first channel: subscribed (`ready`) or still being set up. */
+  private channel: string | undefined = undefined
+  private channelReady = false
+  /** Any further channels, channel → ready. */
+  private more: Map<string, boolean> | undefined = undefined
+
+  constructor(
+    /** Numbers this node's sockets; the connection id is made from it when asked. */
+    readonly serial: number,
+    readonly protocol: WireProtocol,
+    credit: number,
+    now: number,
+  ) {
+    this.credit = credit
+    this.refilledAt = now
+  }
+
+  get authenticated(): boolean {
+    return this.userId !== ''
+  }
+
+  /** Subscribed or being subscribed. */
+  has(channel: string): boolean {
+    return this.channel === channel || (this.more?.has(channel) ?? false)
+  }
+
+  /** Starts a subscription (not ready yet). */
+  add(channel: string): void {
+    if (this.channel === undefined) {
+      this.channel = channel
+      this.channelReady = false
+    } else (this.more ??= new Map()).set(channel, false)
+  }
+
+  /**
+   * Marks a subscription set up. `canonical` equals the channel and is the feed's own string, kept instead of
+   * the one parsed from the socket's frame so that all sockets on a channel share one string.
+   */
+  ready(canonical: string): void {
+    if (this.channel === canonical) {
+      this.channel = canonical
+      this.channelReady = true
+    } else if (this.more?.has(canonical)) {
+      this.more.delete(canonical)
+      this.more.set(canonical, true)
+    }
+  }
+
+  /** Ends a subscription: undefined if there was none, else whether it had been set up. */
+  remove(channel: string): boolean | undefined {
+    if (this.channel === channel) {
+      const wasReady = this.channelReady
+      this.channel = undefined
+      this.channelReady = false
+      return wasReady
+    }
+    const wasReady = this.more?.get(channel)
+    if (wasReady === undefined) return undefined
+    this.more!.delete(channel)
+    if (this.more!.size === 0) this.more = undefined
+    return wasReady
+  }
+
+  /** Every channel, set up or not. */
+  channels(): string[] {
+    const all = this.channel === undefined ? [] : [this.channel]
+    if (this.more) all.push(...this.more.keys())
+    return all
+  }
+
+  get subscriptions(): number {
+    return (this.channel === undefined ? 0 : 1) + (this.more?.size ?? 0)
+  }
+}
