@@ -37,6 +37,9 @@ export interface JobMessage {
 
 export const priorities: readonly JobPriority[] = ['high', 'default', 'low']
 
+/** Single enqueues' insert statements in flight at once; more wait and go together. */
+const MAX_INSERTS = 1
+
 export interface JobQueue {
   /** Validates a request into a job record, or throws `validation.failed` (nothing is written). */
   prepare(request: JobRequest): NewJob
@@ -82,21 +85,36 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
     mark(due.map((j) => j.id))
   }
 
-  // Single enqueues arriving together share one insert statement (group commit), as enqueueMany does.
+  // Single enqueues share insert statements (group commit): the first waits for nothing, and while
+  // MAX_INSERTS are in flight the next ones gather and go together when one finishes. An idle queue answers
+  // at once; a busy one makes bigger statements rather than more of them.
   let waiting: { job: NewJob; resolve: (r: { id: string; duplicate: boolean }) => void; reject: (e: unknown) => void }[] = []
-  let inserting: NodeJS.Timeout | undefined
+  let inserts = 0
+  let scheduled = false
+  const insertWaiting = () => {
+    scheduled = false
+    if (waiting.length === 0 || inserts >= MAX_INSERTS) return
+    const batch = waiting
+    waiting = []
+    inserts++
+    insertJobs(o.sql, batch.map((w) => w.job))
+      .then(
+        (results) => batch.forEach((w, i) => w.resolve(results[i]!)),
+        (err: unknown) => batch.forEach((w) => w.reject(err)),
+      )
+      .finally(() => {
+        inserts--
+        insertWaiting()
+      })
+  }
   const insertSoon = (job: NewJob) =>
     new Promise<{ id: string; duplicate: boolean }>((resolve, reject) => {
       waiting.push({ job, resolve, reject })
-      inserting ??= setTimeout(() => {
-        inserting = undefined
-        const batch = waiting
-        waiting = []
-        insertJobs(o.sql, batch.map((w) => w.job)).then(
-          (results) => batch.forEach((w, i) => w.resolve(results[i]!)),
-          (err: unknown) => batch.forEach((w) => w.reject(err)),
-        )
-      }, 1)
+      // Enqueues made in the same turn of the event loop still go together.
+      if (!scheduled && inserts < MAX_INSERTS) {
+        scheduled = true
+        setImmediate(insertWaiting)
+      }
     })
 
   const queue: JobQueue = {

@@ -132,6 +132,16 @@ describe('failures', () => {
     expect(await runsOf(key)).toHaveLength(1)
   })
 
+  test('a job that outlives its time limit fails, its handler sees the abort, and it is dead after its attempts', async () => {
+    const key = `slow-${randomUUID()}`
+    const job = await node.jobs.enqueue({ name: 'test.slow', payload: { key } })
+    expect(await until(job.id, 'dead')).toMatchObject({ attempts: 2 })
+    expect(await node.sql`select error from jobs where id = ${job.id}`).toEqual([{ error: 'timed out after 200 ms' }])
+    expect(await runsOf(key)).toHaveLength(2)
+    // The abort note is written after the signal fires, so it may land just after the job is recorded dead.
+    await eventually(() => runsOf(`${key}:aborted`), (runs) => runs.length === 2, 5_000, 'both attempts to see their abort signal')
+  })
+
   test('a long job keeps its lease with heartbeats and is not given to another worker', async () => {
     const key = `long-${randomUUID()}`
     // Ack wait is 2 s here; the job runs for 5.

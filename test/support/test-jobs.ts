@@ -58,6 +58,25 @@ export function testJobs(sql: Sql): JobDefinition[] {
         return { key }
       },
     }),
+    // Outlives its time limit unless told otherwise; it notes whether its abort signal fired.
+    defineJob({
+      name: 'test.slow',
+      queue: 'test',
+      schema: z.object({ key: z.string() }),
+      maxAttempts: 2,
+      backoffMs: 50,
+      timeoutMs: 200,
+      run: async ({ key }, ctx) => {
+        await sql`insert into test_job_runs (job_id, label) values (${ctx.id}, ${key})`
+        try {
+          await sleep(5_000, ctx.signal)
+        } catch (err) {
+          await sql`insert into test_job_runs (job_id, label) values (${ctx.id}, ${`${key}:aborted`})`
+          throw err
+        }
+        return null
+      },
+    }),
     defineJob({
       name: 'test.permanent',
       queue: 'test',
