@@ -9,8 +9,9 @@ export const tenantRole = 'actorbase_app'
  */
 export async function inTenant<T>(sql: Sql, orgId: string, work: (tx: TransactionSql) => Promise<T>): Promise<T> {
   return (await sql.begin(async (tx) => {
-    // Not awaited on its own: it is pipelined with the first queries of `work` on the same connection, and a
-    // failure here fails those too.
+    // Not awaited on its own: it is pipelined with BEGIN (deploy/patches/postgres+3.4.9.patch) and the first
+    // queries of `work` on the same connection, and a failure here fails those too. A small write thus costs two
+    // round trips (the work, the commit) rather than three.
     const scoped = tx`select set_config('role', ${tenantRole}, true), set_config('app.org_id', ${orgId}, true)`.execute()
     scoped.catch(() => undefined)
     const result = await work(tx)
