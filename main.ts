@@ -238,6 +238,8 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     const hub = new ChannelHub({ app: server.app, nc: natsConn, names, history, log, metrics: wsMetrics })
     const presence = createPresence({
       kv: await new Kvm(natsConn).open(names.presenceBucket),
+      nc: natsConn,
+      bucket: names.presenceBucket,
       nodeId: config.nodeId,
       ttlMs: config.presenceTtlMs,
       log,

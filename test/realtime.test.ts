@@ -204,6 +204,9 @@ describe('presence', () => {
     const gw = await startGateway()
     const remote = await ws(gw, other)
     await remote.subscribe(channel)
+    // The node that started watching last knows, as soon as the subscription is on, of the connections that were
+    // already there (from the stored entries, not from a later heartbeat).
+    expect((await remote.request({ type: 'presence', channel })).members).toContainEqual({ userId: owner.user.id, connections: 2 })
     // (The watcher may first see its own join, depending on whether its topic or its presence came first.)
     const mentions = (f: Frame, key: 'joins' | 'leaves') => f.type === 'presence.diff' && (f[key] as string[]).includes(other.user.id)
     expect(await watcher.next((f) => mentions(f, 'joins'), 5_000)).toMatchObject({ joins: [other.user.id], leaves: [] })

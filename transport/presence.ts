@@ -1,5 +1,5 @@
-import type { KV, KvWatchEntry } from '@nats-io/kv'
-import type { QueuedIterator } from '@nats-io/nats-core'
+import type { KV } from '@nats-io/kv'
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { parseChannel } from '../core/events.js'
 import type { Logger } from '../core/log.js'
 
@@ -10,6 +10,9 @@ export interface PresenceMember {
 
 export interface PresenceOptions {
   kv: KV
+  /** The connection the KV bucket lives on: live changes are read as plain messages on it. */
+  nc: NatsConnection
+  bucket: string
   nodeId: string
   /** A node's entry not refreshed for this long is dropped: how quickly a dead node's users leave. */
   ttlMs: number
@@ -26,7 +29,7 @@ interface NodeEntry {
 interface Watched {
   nodes: Map<string, NodeEntry>
   totals: Map<string, number>
-  watcher: QueuedIterator<KvWatchEntry> | undefined
+  sub: Subscription | undefined
   users: number
 }
 
@@ -34,12 +37,19 @@ const WRITE_WINDOW_MS = 10
 
 const safeNode = (nodeId: string) => nodeId.replace(/[^A-Za-z0-9_-]/g, '_')
 
+const decoder = new TextDecoder()
+
 /**
  * Who is online on each org channel, across nodes. Every node writes, per channel, how many of its sockets
  * each user has there (KV key `<orgId>.<node>`), and rewrites it every third of the TTL as a heartbeat.
  * Nodes with subscribers on a channel watch that channel's keys and turn changes in the per-user totals into
  * join and leave diffs: a user joins when their first connection anywhere subscribes and leaves when their
  * last one goes, including when the node holding it stops refreshing (it died).
+ *
+ * A channel is watched with a plain subscription to its keys' subjects (a KV put is a message on
+ * `$KV.<bucket>.<key>`, which every subscriber receives as the stream stores it) and one read of the entries
+ * already there, not with a KV watcher: a watcher is an ordered consumer on the server and some dozens of
+ * objects here, for every channel a node serves.
  */
 export function createPresence(o: PresenceOptions) {
   const node = safeNode(o.nodeId)
@@ -112,34 +122,51 @@ export function createPresence(o: PresenceOptions) {
         existing.users++
         return
       }
-      const w: Watched = { nodes: new Map(), totals: new Map(), watcher: undefined, users: 1 }
+      const w: Watched = { nodes: new Map(), totals: new Map(), sub: undefined, users: 1 }
       watched.set(channel, w)
       const prefix = `${parseChannel(channel)!.id}.`
-      let watcher: QueuedIterator<KvWatchEntry>
+      const subjectPrefix = `$KV.${o.bucket}.${prefix}`
+      // Nodes heard from live: their entry as read below may already be older than what arrived.
+      const live = new Set<string>()
+      const onMessage = (err: Error | null, msg: Msg) => {
+        if (err || watched.get(channel) !== w) return
+        const n = msg.subject.slice(subjectPrefix.length)
+        const operation = msg.headers?.get('KV-Operation')
+        live.add(n)
+        if (operation === 'DEL' || operation === 'PURGE') w.nodes.delete(n)
+        else {
+          try {
+            w.nodes.set(n, { users: JSON.parse(decoder.decode(msg.data)) as Record<string, number>, seenAt: Date.now() })
+          } catch {
+            return
+          }
+        }
+        recompute(channel, w)
+      }
+      w.sub = o.nc.subscribe(`${subjectPrefix}*`, { callback: onMessage })
       try {
-        watcher = await o.kv.watch({ key: `${prefix}*` })
+        // Subscribed first, so nothing written from here on is missed; then what was there before.
+        const keys: string[] = []
+        for await (const key of await o.kv.keys(`${prefix}*`)) keys.push(key)
+        const entries = await Promise.all(keys.map((key) => o.kv.get(key)))
+        if (watched.get(channel) !== w) return
+        for (const e of entries) {
+          const n = e?.key.slice(prefix.length)
+          if (!e || n === undefined || live.has(n) || e.operation !== 'PUT') continue
+          // A stored entry older than the TTL is a node that stopped refreshing: not present.
+          w.nodes.set(n, { users: e.json<Record<string, number>>(), seenAt: Math.min(Date.now(), e.created.getTime()) })
+        }
+        recompute(channel, w)
       } catch (err) {
-        watched.delete(channel)
+        w.sub.unsubscribe()
+        if (watched.get(channel) === w) watched.delete(channel)
         throw err
       }
-      w.watcher = watcher
-      void (async () => {
-        for await (const e of watcher) {
-          const n = e.key.slice(prefix.length)
-          if (e.operation === 'PUT') {
-            // A stored entry older than the TTL is a node that stopped refreshing: not present.
-            w.nodes.set(n, { users: e.json<Record<string, number>>(), seenAt: e.isUpdate ? Date.now() : Math.min(Date.now(), e.created.getTime()) })
-          } else {
-            w.nodes.delete(n)
-          }
-          recompute(channel, w)
-        }
-      })().catch((err: unknown) => o.log.warn({ err, channel }, 'presence watch ended'))
     },
     unwatch(channel: string): void {
       const w = watched.get(channel)
       if (!w || --w.users > 0) return
-      w.watcher?.stop()
+      w.sub?.unsubscribe()
       watched.delete(channel)
     },
     members(channel: string): PresenceMember[] {
@@ -158,7 +185,7 @@ export function createPresence(o: PresenceOptions) {
       clearInterval(heartbeat)
       clearTimeout(flushing)
       dirty.clear()
-      for (const w of watched.values()) w.watcher?.stop()
+      for (const w of watched.values()) w.sub?.unsubscribe()
       watched.clear()
       await Promise.allSettled([...local.keys()].map((channel) => o.kv.delete(keyOf(channel))))
       local.clear()
