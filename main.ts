@@ -7,6 +7,7 @@ import { createEventPublisher } from './actors/event-publisher.js'
 import { startOutboxRelay } from './actors/outbox-relay.js'
 import { withTimeout } from './core/timeout.js'
 import { Kvm } from '@nats-io/kv'
+import { jetstreamManager } from '@nats-io/jetstream'
 import { ChannelHub, topicOf } from './transport/channel-hub.js'
 import { createPresence } from './transport/presence.js'
 import { encodeFrame } from './transport/ws-frames.js'
@@ -239,6 +240,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     const presence = createPresence({
       kv: await new Kvm(natsConn).open(names.presenceBucket),
       nc: natsConn,
+      jsm: await jetstreamManager(natsConn),
       bucket: names.presenceBucket,
       nodeId: config.nodeId,
       ttlMs: config.presenceTtlMs,

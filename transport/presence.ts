@@ -1,3 +1,4 @@
+import type { JetStreamManager } from '@nats-io/jetstream'
 import type { KV } from '@nats-io/kv'
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
 import { parseChannel } from '../core/events.js'
@@ -12,6 +13,8 @@ export interface PresenceOptions {
   kv: KV
   /** The connection the KV bucket lives on: live changes are read as plain messages on it. */
   nc: NatsConnection
+  /** Lists which keys of a channel are stored (the bucket's stream, by subject). */
+  jsm: JetStreamManager
   bucket: string
   nodeId: string
   /** A node's entry not refreshed for this long is dropped: how quickly a dead node's users leave. */
@@ -145,9 +148,11 @@ export function createPresence(o: PresenceOptions) {
       }
       w.sub = o.nc.subscribe(`${subjectPrefix}*`, { callback: onMessage })
       try {
-        // Subscribed first, so nothing written from here on is missed; then what was there before.
-        const keys: string[] = []
-        for await (const key of await o.kv.keys(`${prefix}*`)) keys.push(key)
+        // Subscribed first, so nothing written from here on is missed; then what was there before. The keys come
+        // from the stream's subject counts (one request, no consumer: kv.keys() can wait for ever when a key is
+        // written while it lists).
+        const info = await o.jsm.streams.info(`KV_${o.bucket}`, { subjects_filter: `${subjectPrefix}*` })
+        const keys = Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(`$KV.${o.bucket}.`.length))
         const entries = await Promise.all(keys.map((key) => o.kv.get(key)))
         if (watched.get(channel) !== w) return
         for (const e of entries) {
