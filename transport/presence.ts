@@ -1,7 +1,9 @@
 import type { JetStreamManager } from '@nats-io/jetstream'
 import type { KV } from '@nats-io/kv'
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node'
+import { unavailable } from '../core/errors.js'
 import { parseChannel } from '../core/events.js'
+import { withTimeout } from '../core/timeout.js'
 import type { Logger } from '../core/log.js'
 
 export interface PresenceMember {
@@ -37,6 +39,8 @@ interface Watched {
 }
 
 const WRITE_WINDOW_MS = 10
+/** A subscribe waits this long at most for the stored presence: NATS not answering is an error, not a hang. */
+const READ_TIMEOUT_MS = 5_000
 
 const safeNode = (nodeId: string) => nodeId.replace(/[^A-Za-z0-9_-]/g, '_')
 
@@ -151,9 +155,12 @@ export function createPresence(o: PresenceOptions) {
         // Subscribed first, so nothing written from here on is missed; then what was there before. The keys come
         // from the stream's subject counts (one request, no consumer: kv.keys() can wait for ever when a key is
         // written while it lists).
-        const info = await o.jsm.streams.info(`KV_${o.bucket}`, { subjects_filter: `${subjectPrefix}*` })
-        const keys = Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(`$KV.${o.bucket}.`.length))
-        const entries = await Promise.all(keys.map((key) => o.kv.get(key)))
+        const stored = async () => {
+          const info = await o.jsm.streams.info(`KV_${o.bucket}`, { subjects_filter: `${subjectPrefix}*` })
+          const keys = Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(`$KV.${o.bucket}.`.length))
+          return Promise.all(keys.map((key) => o.kv.get(key)))
+        }
+        const entries = await withTimeout(stored(), READ_TIMEOUT_MS, `presence of ${channel}`)
         if (watched.get(channel) !== w) return
         for (const e of entries) {
           const n = e?.key.slice(prefix.length)
@@ -165,7 +172,7 @@ export function createPresence(o: PresenceOptions) {
       } catch (err) {
         w.sub.unsubscribe()
         if (watched.get(channel) === w) watched.delete(channel)
-        throw err
+        throw unavailable('presence', err)
       }
     },
     unwatch(channel: string): void {
