@@ -398,18 +398,28 @@ export async function startRawAndOurs(
   env: Record<string, string> = {},
   { inspect = false }: { inspect?: boolean } = {},
 ): Promise<{ raw: ServerProcess; ours: ServerProcess }> {
-  buildOnce()
-  const raw = await startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine, inspect })
+  const raw = await startRaw({ inspect })
   servers.push(raw)
-  const ours = await startServer({
+  const ours = await startOurs(isolated, env, { inspect })
+  servers.push(ours)
+  return { raw, ours }
+}
+
+/** The raw uWebSockets.js baseline server (test/bench/raw-uws-server.ts) on any free port. */
+export function startRaw({ inspect = false }: { inspect?: boolean } = {}): Promise<ServerProcess> {
+  return startServer({ name: 'raw uWS server', script: 'test/bench/raw-uws-server.ts', args: ['0'], portFrom: portLine, inspect })
+}
+
+/** Our server, built (`dist/main.js`), in the isolated namespace and database, on any free port. */
+export function startOurs(isolated: Isolated, env: Record<string, string> = {}, { inspect = false }: { inspect?: boolean } = {}): Promise<ServerProcess> {
+  buildOnce()
+  return startServer({
     name: 'dist/main.js',
     script: 'dist/main.js',
     env: { ...isolated.env, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', LOG_PRETTY: 'false', SHUTDOWN_TIMEOUT_MS: '2000', ...env },
     portFrom: nodeStartedLine,
     inspect,
   })
-  servers.push(ours)
-  return { raw, ours }
 }
 
 /**

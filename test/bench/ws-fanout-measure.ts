@@ -58,17 +58,23 @@ function rss(pid: number): number {
   return Number(kb[1]) * 1024
 }
 
-/** The median of a few RSS readings after a full garbage collection and time to settle. */
+/**
+ * RSS after a full garbage collection, once it has stopped moving: readings every half second until four in
+ * a row lie within 128 KiB (at most 20 s), and their median. A process that started recently is still
+ * handing memory back (V8 shrinks its heap some seconds after the last busy stretch), and a reading taken then
+ * makes whatever follows look smaller than it is, even negative.
+ */
 async function settledRss(server: ServerProcess): Promise<number> {
   const pid = server.child.pid!
   await collectGarbage(server)
-  await sleep(3_000)
   const readings: number[] = []
-  for (let i = 0; i < 5; i++) {
+  const deadline = performance.now() + 20_000
+  for (;;) {
+    await sleep(500)
     readings.push(rss(pid))
-    await sleep(200)
+    const last = readings.slice(-4)
+    if ((last.length === 4 && Math.max(...last) - Math.min(...last) <= 128 * 1024) || performance.now() > deadline) return median(last)
   }
-  return median(readings)
 }
 
 /**

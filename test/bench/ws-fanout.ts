@@ -4,6 +4,8 @@ import {
   envInt,
   portLine,
   round,
+  startOurs,
+  startRaw,
   startRawAndOurs,
   startServer,
   withIsolated,
@@ -11,14 +13,17 @@ import {
   type ResultRow,
   type Scenario,
   type ScenarioResult,
+  type ServerProcess,
 } from './harness.js'
-import { ClientPool } from './ws-fanout-client-pool.js'
+import { ClientPool, openSockets } from './ws-fanout-client-pool.js'
 import { latency, memory, mib, saturation, type LatencyResult, type MemoryResult, type SaturationResult } from './ws-fanout-measure.js'
 import { buildWorld, layoutSockets, MEMBERS_PER_ORG, ORGS } from './ws-fanout-world.js'
 
 const DELIVERIES_TARGET = 5
 const P99_TARGET_MS = 50
 const MEMORY_TARGET = 1.5
+/** Server processes whose memory per socket is measured, each fresh; the median counts. */
+const MEMORY_RUNS = 3
 
 /**
  * Organization change fan-out over WebSockets. Many authenticated sockets (BENCH_WS_CLIENTS, default 5,000)
@@ -28,7 +33,9 @@ const MEMORY_TARGET = 1.5
  * transaction, then JetStream, then the channel hub) made by the orgs' owner.
  *
  * Measured: (1) memory per idle authenticated, subscribed socket (server RSS delta / sockets) for ours, a raw
- * uWebSockets.js server holding as many plain sockets, and the Socket.IO peer; (2) deliveries per second at
+ * uWebSockets.js server holding as many plain sockets, and the Socket.IO peer; for ours and raw the median of
+ * three fresh server processes, since one process's RSS growth depends on where its allocator happens to put
+ * things (a lone raw reading has ranged from ~430 to ~900 B per socket on the same machine); (2) deliveries per second at
  * saturation (wrk POSTs as fast as the server answers, round-robin over the orgs) for ours and the Socket.IO
  * peer (test/bench/peers/socketio-fanout.ts); (3) p50/p99 from sending the HTTP change to each socket's
  * receipt, at half ours' saturation rate (open-loop, fixed schedule), for ours and for the peer at the same
@@ -57,9 +64,22 @@ const scenario: Scenario = {
         log(`client clocks vs the publisher: max |offset| ${clock.maxOffsetMs.toFixed(3)} ms (IPC round trip ${clock.rttMs.toFixed(3)} ms)`)
         const m: Measured = { clock }
 
-        m.rawMemory = await memory(pool, 'raw', raw, layout, world.tokens, log)
-        await raw.stop()
-        m.oursMemory = await memory(pool, 'ours', ours, layout, world.tokens, log)
+        const measureMemory = async (kind: 'raw' | 'ours', first: ServerProcess, fresh: () => Promise<ServerProcess>, keepFirst: boolean) => {
+          const runs: MemoryResult[] = []
+          for (let run = 0; run < MEMORY_RUNS; run++) {
+            const server = run === 0 ? first : await fresh()
+            if (run > 0) servers.push(server)
+            runs.push(await memory(pool!, kind, server, layout, world.tokens, log))
+            await pool!.all({ cmd: 'close' })
+            if (run > 0 || !keepFirst) await server.stop()
+          }
+          const median = [...runs].sort((x, y) => x.bytesPerConn - y.bytesPerConn)[Math.floor(runs.length / 2)]!
+          log(`${kind}: bytes per socket over ${runs.length} fresh processes ${runs.map((r) => Math.round(r.bytesPerConn)).join(', ')}; median ${Math.round(median.bytesPerConn)}`)
+          return median
+        }
+        m.rawMemory = await measureMemory('raw', raw, () => startRaw({ inspect: true }), false)
+        m.oursMemory = await measureMemory('ours', ours, () => startOurs(isolated, { ACCESS_TOKEN_TTL_S: '86400' }, { inspect: true }), true)
+        await openSockets(pool, 'ours', ours.url, layout.perProc, world.tokens)
         m.oursSat = await saturation(settings, pool, ours, world, sql, clients, log)
         const rate = m.oursSat.deliveriesPerSec / 2 / (clients / ORGS)
         m.oursLatency = await latency(settings, pool, ours, world, rate, 'mo', clients, log)
