@@ -84,6 +84,42 @@ describe('delivery', () => {
     }
   })
 
+  test('one socket on several channels: each delivers its own events, and dropping one (the first or a later one) leaves the others', async () => {
+    const owner = await register(a.url)
+    const auth = bearer(owner.accessToken)
+    const [first, second] = [await createOrg(a.url, owner), await createOrg(a.url, owner)]
+    const channels = [`org:${first.id}`, `org:${second.id}`, `user:${owner.user.id}`]
+    const client = await ws(b, owner)
+    for (const channel of channels) expect((await client.subscribe(channel)).type).toBe('ok')
+    // Witnesses on the same node: once one has an event, the client would have it too if still subscribed.
+    const witnesses = [await ws(b, owner), await ws(b, owner)]
+    for (const [i, witness] of witnesses.entries()) expect((await witness.subscribe(channels[i]!)).type).toBe('ok')
+    const named = (name: string) => (f: Frame) => f.type === 'event' && (f.event as { data: { name?: string } }).data.name === name
+    // A second subscribe to a channel already held is just ok.
+    expect((await client.subscribe(channels[1]!)).type).toBe('ok')
+    const changed = async (org: OrgView, name: string) => {
+      await createProject(a.url, org.id, auth, { name })
+      return client.next(named(name))
+    }
+    expect((await changed(first, 'to the first')).channel).toBe(channels[0])
+    expect((await changed(second, 'to the second')).channel).toBe(channels[1])
+
+    // The first channel goes; the second still delivers, the first no longer does.
+    expect((await client.request({ type: 'unsubscribe', channel: channels[0] })).type).toBe('ok')
+    await createProject(a.url, first.id, auth, { name: 'unheard' })
+    await witnesses[0]!.next(named('unheard'))
+    expect((await changed(second, 'still heard')).channel).toBe(channels[1])
+    expect(client.frames.some(named('unheard'))).toBe(false)
+    // Back again, and then the later one goes.
+    expect((await client.subscribe(channels[0]!)).type).toBe('ok')
+    expect((await changed(first, 'heard again')).channel).toBe(channels[0])
+    expect((await client.request({ type: 'unsubscribe', channel: channels[1] })).type).toBe('ok')
+    await createProject(a.url, second.id, auth, { name: 'unheard either' })
+    await witnesses[1]!.next(named('unheard either'))
+    expect((await changed(first, 'first only')).channel).toBe(channels[0])
+    expect(client.frames.some(named('unheard either'))).toBe(false)
+  })
+
   test('a client that reconnects with since gets exactly what it missed, then live events, with no gap or duplicate', async () => {
     const { owner, org, channel } = await world()
     const auth = bearer(owner.accessToken)
