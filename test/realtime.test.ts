@@ -262,6 +262,34 @@ describe('presence', () => {
   }, 30_000)
 })
 
+describe('subscription churn', () => {
+  test('bursts of subscribe and unsubscribe frames, then a close, leave nothing behind: no presence, no subscription', async () => {
+    const { owner, org, channel } = await world()
+    const other = await addMember(a.url, a.sql, org.id, bearer(owner.accessToken), 'member')
+    const watcher = await ws(a, owner)
+    await watcher.subscribe(channel)
+    const gauge = async () => Number(/^ws_subscriptions(?:\{[^}]*\})? (\d+)/m.exec(await (await fetch(`${a.url}/metrics`)).text())?.[1] ?? NaN)
+    const before = await gauge()
+    const flapper = await ws(a, other)
+    // Not awaited one by one: each subscribe may still be setting up when the next frames arrive.
+    for (let i = 0; i < 20; i++) {
+      flapper.send({ id: 3 * i, type: 'subscribe', channel })
+      flapper.send({ id: 3 * i + 1, type: 'unsubscribe', channel })
+      flapper.send({ id: 3 * i + 2, type: 'subscribe', channel })
+    }
+    await flapper.next((f) => f.id === 59)
+    flapper.close()
+    await flapper.closed
+    await eventually(gauge, (n) => n === before, 5_000, 'the subscription count to be back')
+    await eventually(
+      async () => (await watcher.request({ type: 'presence', channel })).members,
+      (m) => JSON.stringify(m) === JSON.stringify([{ userId: owner.user.id, connections: 1 }]),
+      5_000,
+      'only the watcher to be present',
+    )
+  })
+})
+
 describe('revocation on open sockets', () => {
   test('a role change that takes away access and a removal unsubscribe within 1 s on every node', async () => {
     const { owner, org, channel } = await world()

@@ -1,7 +1,7 @@
 import WebSocket from 'ws'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { eventually } from './support/eventually.js'
-import { bearer, register, type SignedIn } from './support/identity.js'
+import { bearer, json, register, type SignedIn } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
 import { addMember, createOrg, createProject, type OrgView } from './support/orgs.js'
 import { WsClient, connectAuthed } from './support/ws-client.js'
@@ -73,6 +73,23 @@ describe('connecting', () => {
     client.send({ type: 'ping' })
     expect(await client.next((f) => f.type === 'pong')).toEqual({ type: 'pong' })
     client.close()
+  })
+
+  test('a second auth frame is refused, whether the first is still being checked or done; the socket stays one session', async () => {
+    // A token this node has not seen yet, so the first check is not answered from the cache at once.
+    const fresh = await register(node.url)
+    const client = await WsClient.connect(node.url)
+    client.send({ type: 'auth', token: fresh.accessToken })
+    client.send({ type: 'auth', token: owner.accessToken })
+    client.send({ type: 'auth', token: owner.accessToken })
+    const ready = await client.next((f) => f.type === 'ready')
+    expect(ready).toMatchObject({ userId: fresh.user.id })
+    expect(await client.next((f) => f.type === 'error')).toMatchObject({ code: 'bad_request' })
+    expect(await client.next((f) => f.type === 'error')).toMatchObject({ code: 'bad_request' })
+    expect(client.frames.filter((f) => f.type === 'ready')).toHaveLength(0)
+    // Logging out the fresh session closes the socket: it was indexed under that session, once.
+    expect((await fetch(`${node.url}/v1/auth/logout`, json({ refreshToken: fresh.refreshToken }))).status).toBe(204)
+    expect((await client.closed).code).toBe(4003)
   })
 })
 

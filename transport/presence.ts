@@ -35,7 +35,10 @@ interface Watched {
   nodes: Map<string, NodeEntry>
   totals: Map<string, number>
   sub: Subscription | undefined
+  /** Sockets following the channel here; counted once the first read of the stored entries is done. */
   users: number
+  /** That first read, while it runs. */
+  loading: Promise<void> | undefined
 }
 
 const WRITE_WINDOW_MS = 10
@@ -99,6 +102,53 @@ export function createPresence(o: PresenceOptions) {
     if (joins.length > 0 || leaves.length > 0) o.onDiff(channel, joins, leaves)
   }
 
+  /** Follows a channel's keys: a subscription for what is written from now on, then one read of what is stored. */
+  const load = async (channel: string, w: Watched): Promise<void> => {
+    const prefix = `${parseChannel(channel)!.id}.`
+    const subjectPrefix = `$KV.${o.bucket}.${prefix}`
+    // Nodes heard from live while the stored entries are read: what was read of them may be older.
+    let live: Set<string> | undefined = new Set<string>()
+    const onMessage = (err: Error | null, msg: Msg) => {
+      if (err || watched.get(channel) !== w) return
+      const n = msg.subject.slice(subjectPrefix.length)
+      const operation = msg.headers?.get('KV-Operation')
+      live?.add(n)
+      if (operation === 'DEL' || operation === 'PURGE') w.nodes.delete(n)
+      else {
+        try {
+          w.nodes.set(n, { users: JSON.parse(decoder.decode(msg.data)) as Record<string, number>, seenAt: Date.now() })
+        } catch {
+          return
+        }
+      }
+      recompute(channel, w)
+    }
+    w.sub = o.nc.subscribe(`${subjectPrefix}*`, { callback: onMessage })
+    try {
+      // Subscribed first, so nothing written from here on is missed; then what was there before. The keys come
+      // from the stream's subject counts (one request, no consumer: kv.keys() can wait for ever when a key is
+      // written while it lists).
+      const stored = async () => {
+        const info = await o.jsm.streams.info(`KV_${o.bucket}`, { subjects_filter: `${subjectPrefix}*` })
+        const keys = Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(`$KV.${o.bucket}.`.length))
+        return Promise.all(keys.map((key) => o.kv.get(key)))
+      }
+      const entries = await withTimeout(stored(), READ_TIMEOUT_MS, `presence of ${channel}`)
+      for (const e of entries) {
+        const n = e?.key.slice(prefix.length)
+        if (!e || n === undefined || live.has(n) || e.operation !== 'PUT') continue
+        // A stored entry older than the TTL is a node that stopped refreshing: not present.
+        w.nodes.set(n, { users: e.json<Record<string, number>>(), seenAt: Math.min(Date.now(), e.created.getTime()) })
+      }
+      live = undefined
+      recompute(channel, w)
+    } catch (err) {
+      w.sub.unsubscribe()
+      if (watched.get(channel) === w) watched.delete(channel)
+      throw unavailable('presence', err)
+    }
+  }
+
   const heartbeat = setInterval(() => {
     for (const channel of local.keys()) write(channel)
     for (const [channel, w] of watched) recompute(channel, w)
@@ -124,55 +174,21 @@ export function createPresence(o: PresenceOptions) {
     },
     /** Starts following a channel (first local subscriber); every `watch` needs an `unwatch`. */
     async watch(channel: string): Promise<void> {
-      const existing = watched.get(channel)
-      if (existing) {
-        existing.users++
-        return
+      for (let existing = watched.get(channel); existing; existing = watched.get(channel)) {
+        // Counted only once the first read is done: if it fails, this caller fails too and holds nothing.
+        if (existing.loading) await existing.loading
+        if (watched.get(channel) === existing) {
+          existing.users++
+          return
+        }
       }
-      const w: Watched = { nodes: new Map(), totals: new Map(), sub: undefined, users: 1 }
+      const w: Watched = { nodes: new Map(), totals: new Map(), sub: undefined, users: 1, loading: undefined }
       watched.set(channel, w)
-      const prefix = `${parseChannel(channel)!.id}.`
-      const subjectPrefix = `$KV.${o.bucket}.${prefix}`
-      // Nodes heard from live: their entry as read below may already be older than what arrived.
-      const live = new Set<string>()
-      const onMessage = (err: Error | null, msg: Msg) => {
-        if (err || watched.get(channel) !== w) return
-        const n = msg.subject.slice(subjectPrefix.length)
-        const operation = msg.headers?.get('KV-Operation')
-        live.add(n)
-        if (operation === 'DEL' || operation === 'PURGE') w.nodes.delete(n)
-        else {
-          try {
-            w.nodes.set(n, { users: JSON.parse(decoder.decode(msg.data)) as Record<string, number>, seenAt: Date.now() })
-          } catch {
-            return
-          }
-        }
-        recompute(channel, w)
-      }
-      w.sub = o.nc.subscribe(`${subjectPrefix}*`, { callback: onMessage })
+      w.loading = load(channel, w)
       try {
-        // Subscribed first, so nothing written from here on is missed; then what was there before. The keys come
-        // from the stream's subject counts (one request, no consumer: kv.keys() can wait for ever when a key is
-        // written while it lists).
-        const stored = async () => {
-          const info = await o.jsm.streams.info(`KV_${o.bucket}`, { subjects_filter: `${subjectPrefix}*` })
-          const keys = Object.keys(info.state.subjects ?? {}).map((subject) => subject.slice(`$KV.${o.bucket}.`.length))
-          return Promise.all(keys.map((key) => o.kv.get(key)))
-        }
-        const entries = await withTimeout(stored(), READ_TIMEOUT_MS, `presence of ${channel}`)
-        if (watched.get(channel) !== w) return
-        for (const e of entries) {
-          const n = e?.key.slice(prefix.length)
-          if (!e || n === undefined || live.has(n) || e.operation !== 'PUT') continue
-          // A stored entry older than the TTL is a node that stopped refreshing: not present.
-          w.nodes.set(n, { users: e.json<Record<string, number>>(), seenAt: Math.min(Date.now(), e.created.getTime()) })
-        }
-        recompute(channel, w)
-      } catch (err) {
-        w.sub.unsubscribe()
-        if (watched.get(channel) === w) watched.delete(channel)
-        throw unavailable('presence', err)
+        await w.loading
+      } finally {
+        w.loading = undefined
       }
     },
     unwatch(channel: string): void {
@@ -196,10 +212,12 @@ export function createPresence(o: PresenceOptions) {
     async stop(): Promise<void> {
       clearInterval(heartbeat)
       clearTimeout(flushing)
+      // Channels whose last local user left just now are only in `dirty`: their entries go too.
+      const mine = new Set([...local.keys(), ...dirty])
       dirty.clear()
       for (const w of watched.values()) w.sub?.unsubscribe()
       watched.clear()
-      await Promise.allSettled([...local.keys()].map((channel) => o.kv.delete(keyOf(channel))))
+      await Promise.allSettled([...mine].map((channel) => o.kv.delete(keyOf(channel))))
       local.clear()
     },
   }

@@ -35,6 +35,9 @@ export interface WsOptions extends WsLimits {
 /** Sockets the watchdog checks for a full send buffer per 100 ms tick (all of them every tick up to this many). */
 const SWEEP_BATCH = 2_000
 
+/** The auth deadline of a socket whose token is being checked: none (the check is local and short). */
+const CHECKING = Number.POSITIVE_INFINITY
+
 /** Close codes of API.md. */
 export const CloseCode = { unauthenticated: 4001, revoked: 4003, tooSlow: 4008, rateLimited: 4029, badFrames: 1008, goingAway: 1001 } as const
 
@@ -148,7 +151,7 @@ export function createWsServer(o: WsOptions) {
     await authorize(conn, channel)
     if (!conn.open) return
     if (conn.has(channel)) return send(conn, { id, type: 'ok' })
-    conn.add(channel)
+    const attempt = conn.add(channel)
     o.metrics.subscriptions.inc()
     const userId = conn.userId
     const isOrg = channel.startsWith('org:')
@@ -160,10 +163,14 @@ export function createWsServer(o: WsOptions) {
       if (feed) o.hub.release(channel)
       if (watching) o.presence.unwatch(channel)
       if (joined) o.presence.leave(channel, userId)
-      if (conn.remove(channel) !== undefined) o.metrics.subscriptions.dec()
+      // Only its own place: after an unsubscribe and a new subscribe the channel is that one's.
+      if (conn.owns(channel, attempt)) {
+        conn.remove(channel)
+        o.metrics.subscriptions.dec()
+      }
     }
-    // Still wanted: the socket is open and nobody unsubscribed while this waited.
-    const wanted = () => conn.open && conn.has(channel)
+    // Still wanted: the socket is open and nobody unsubscribed (or unsubscribed and subscribed anew) meanwhile.
+    const wanted = () => conn.open && conn.owns(channel, attempt)
     let replay: ChannelEvent[] = []
     try {
       if (isOrg) {
@@ -206,7 +213,7 @@ export function createWsServer(o: WsOptions) {
     }
     if (!wanted()) return undo()
     conn.ws!.subscribe(topicOf(channel, conn.protocol))
-    conn.ready(feed.channel)
+    conn.ready(feed.channel, attempt)
   }
 
   const authenticate = async (conn: Conn, token: string) => {
@@ -228,6 +235,9 @@ export function createWsServer(o: WsOptions) {
   const handle = async (conn: Conn, frame: ClientFrame) => {
     if (!conn.authenticated) {
       if (frame.type !== 'auth') return close(conn, CloseCode.unauthenticated, 'the first frame must be auth')
+      // One token check at a time: a second auth frame while the first is checked would index the socket twice.
+      if (pending.get(conn) === CHECKING) return error(conn, undefined, new AppError('bad_request', 'authentication is already under way'))
+      pending.set(conn, CHECKING)
       return authenticate(conn, frame.token)
     }
     switch (frame.type) {
