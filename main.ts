@@ -140,6 +140,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     sql,
     definitions: [emailJob(transport), exportJob(sql), noopJob, ...(options.jobs?.({ sql, log }) ?? [])],
     log,
+    insertTimeoutMs: config.askTimeoutMs,
   })
   const orgCache = createOrgListCache(redis, log)
   const events = createEventPublisher({ nc: natsConn, names, sql, log })

@@ -1,6 +1,7 @@
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { AppError, notFound } from '../core/errors.js'
+import { AppError, notFound, unavailable } from '../core/errors.js'
+import { withTimeout } from '../core/timeout.js'
 import { newId } from '../core/ids.js'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
@@ -59,7 +60,15 @@ export interface JobQueue {
   readonly definitions: readonly JobDefinition[]
 }
 
-export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; definitions: readonly JobDefinition[]; log: Logger }): JobQueue {
+export function createJobQueue(o: {
+  nc: NatsConnection
+  names: Names
+  sql: Sql
+  definitions: readonly JobDefinition[]
+  log: Logger
+  /** A single enqueue whose insert takes longer fails with `unavailable`, and the next inserts go ahead. */
+  insertTimeoutMs?: number
+}): JobQueue {
   const defs = new Map(o.definitions.map((d) => [d.name, d]))
   const js: JetStreamClient = jetstream(o.nc, { timeout: 5_000 })
 
@@ -97,7 +106,8 @@ export function createJobQueue(o: { nc: NatsConnection; names: Names; sql: Sql; 
     const batch = waiting
     waiting = []
     inserts++
-    insertJobs(o.sql, batch.map((w) => w.job))
+    // A record that lands after its caller was told `unavailable` is still a job: the dispatcher publishes it.
+    withTimeout(insertJobs(o.sql, batch.map((w) => w.job)), o.insertTimeoutMs ?? 5_000, 'job insert', () => unavailable('the job store'))
       .then(
         (results) => batch.forEach((w, i) => w.resolve(results[i]!)),
         (err: unknown) => batch.forEach((w) => w.reject(err)),

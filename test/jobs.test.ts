@@ -9,6 +9,7 @@ import { bearer, problem, register } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
 import { call, createOrg, expectJson } from './support/orgs.js'
 import { scratchDatabase } from './support/services.js'
+import { startTcpProxy } from './support/tcp-proxy.js'
 import { createTestJobTables, testJobs } from './support/test-jobs.js'
 
 // The jobs suite has a database of its own: every scheduler scans its database for due jobs.
@@ -95,6 +96,32 @@ describe('enqueueing', () => {
     expect(run!.startedAt.getTime()).toBeGreaterThanOrEqual(runAt.getTime())
     expect(run!.startedAt.getTime() - runAt.getTime()).toBeLessThan(1_000)
   })
+})
+
+describe('Postgres outage', () => {
+  test('an enqueue while Postgres does not answer fails with unavailable within the ask timeout, writes nothing, and does not hold up the next', async () => {
+    const target = new URL(db.url)
+    const proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
+    target.port = String(proxy.port)
+    // A gateway: it enqueues; the suite's node runs the jobs.
+    const gateway = await startTestNode({ DATABASE_URL: target.toString(), NAMESPACE: namespace, ROLES: 'gateway', ASK_TIMEOUT_MS: '1000' }, { jobs: ({ sql }) => testJobs(sql) })
+    try {
+      const before = await gateway.jobs.enqueue({ name: 'test.record', payload: { label: `before-${randomUUID()}` } })
+      await until(before.id, 'succeeded')
+      // Connections stay open but nothing comes back: the insert would wait for ever.
+      proxy.blackhole()
+      const label = `during-${randomUUID()}`
+      for (let i = 0; i < 2; i++) {
+        const started = performance.now()
+        await expect(gateway.jobs.enqueue({ name: 'test.record', payload: { label } })).rejects.toMatchObject({ code: 'unavailable' })
+        expect(performance.now() - started).toBeLessThan(2_500)
+      }
+      expect(await node.sql`select id from jobs where payload->>'label' = ${label}`).toEqual([])
+    } finally {
+      await proxy.close()
+      await gateway.shutdown().catch(() => undefined)
+    }
+  }, 20_000)
 })
 
 describe('failures', () => {
