@@ -109,8 +109,4 @@ export class Conn {
     if (this.more) all.push(...this.more.keys())
     return all
   }
-
-  get subscriptions(): number {
-    return (this.channel === undefined ? 0 : 1) + (this.more?.size ?? 0)
-  }
 }
