@@ -1,4 +1,5 @@
 import nodemailer from 'nodemailer'
+import { parseConnectionUrl } from 'nodemailer/lib/shared/index.js'
 import type { Logger } from '../core/log.js'
 import { newId } from '../core/ids.js'
 import type { Queryable } from './postgres.js'
@@ -28,9 +29,28 @@ export function createDevTransport(sql: Queryable, log: Logger): MailTransport {
   }
 }
 
-/** SMTP through nodemailer: `smtp://user:pass@host:587` or `smtps://...`. */
-export function createSmtpTransport(url: string, from: string): MailTransport {
-  const transport = nodemailer.createTransport(url)
+/** How long an SMTP attempt waits, in milliseconds, for each step before it gives up. */
+export interface SmtpTimeouts {
+  connectionTimeout: number
+  greetingTimeout: number
+  socketTimeout: number
+  dnsTimeout: number
+}
+
+/**
+ * nodemailer's defaults (2 min to connect, 10 min of socket silence) outlast the `email.send` job's 30 s
+ * limit: a dead or silent server would fail each attempt only as a bare job timeout, leaving the connection
+ * open behind it. These fail the attempt sooner, with the SMTP error, and close it, all within that limit.
+ */
+const smtpTimeouts: SmtpTimeouts = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000, dnsTimeout: 10_000 }
+
+/**
+ * SMTP through nodemailer: `smtp://user:pass@host:587` or `smtps://...`. The URL's query may set any nodemailer
+ * option (`?greetingTimeout=2000`), and wins over `timeouts`. A failed send throws, so the job retries.
+ */
+export function createSmtpTransport(url: string, from: string, timeouts: Partial<SmtpTimeouts> = {}): MailTransport {
+  // Parsed here because nodemailer, given `{ url, ...options }`, keeps the URL's options and drops the rest.
+  const transport = nodemailer.createTransport({ ...smtpTimeouts, ...timeouts, ...parseConnectionUrl(url) })
   return {
     async send(email) {
       await transport.sendMail({ from, to: email.to, subject: email.subject, text: email.body })

@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import type { MailTransport } from '../../storage/mailer.js'
-import { defineJob } from './define.js'
+import { defineJob, PermanentJobError } from './define.js'
 
 export const EmailPayload = z.object({
   to: z.email(),
@@ -10,7 +10,16 @@ export const EmailPayload = z.object({
   data: z.record(z.string(), z.string()).optional(),
 })
 
-/** Sending email, retried with backoff when the mail server is away. */
+/**
+ * A 5xx answer from the mail server (no such mailbox, relaying refused, message rejected) says that trying
+ * again would get the same answer: the job is dead at once rather than after all its attempts.
+ */
+function permanent(err: unknown): unknown {
+  const code = (err as { responseCode?: unknown } | null)?.responseCode
+  return typeof code === 'number' && code >= 500 && code < 600 && err instanceof Error ? new PermanentJobError(err.message, { cause: err }) : err
+}
+
+/** Sending email, retried with backoff when the mail server is away or answers with a temporary (4xx) error. */
 export function emailJob(transport: MailTransport) {
   return defineJob({
     name: 'email.send',
@@ -20,6 +29,9 @@ export function emailJob(transport: MailTransport) {
     maxAttempts: 8,
     backoffMs: 2_000,
     timeoutMs: 30_000,
-    run: (email) => transport.send(email),
+    run: (email) =>
+      transport.send(email).catch((err: unknown) => {
+        throw permanent(err)
+      }),
   })
 }
