@@ -183,6 +183,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
         metrics: jobMetrics,
         concurrency: config.jobConcurrency,
         ackWaitMs: config.jobAckWaitMs,
+        recordTimeoutMs: config.askTimeoutMs,
         // Progress of an organization's job is an event on its channel, written by the org actor.
         onChange: (c) =>
           actors
@@ -191,7 +192,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       })
     : undefined
   const scheduler = config.roles.has('workers')
-    ? startScheduler({ sql, nc: natsConn, names, queue: jobs, schedules: options.schedules ?? [], log, intervalMs: config.schedulerIntervalMs })
+    ? startScheduler({ sql, nc: natsConn, names, queue: jobs, schedules: options.schedules ?? [], log, intervalMs: config.schedulerIntervalMs, timeoutMs: config.askTimeoutMs })
     : undefined
 
   const timeout = config.healthTimeoutMs

@@ -4,9 +4,12 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { CronExpressionParser } from 'cron-parser'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
+import { withTimeout } from '../core/timeout.js'
 import { dueDelayedJobs, leftoverJobs, markJobsPublished } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
 import { publishJob, type JobQueue, type JobRequest } from './job-queue.js'
+
+class Unanswered extends Error {}
 
 /** A schedule declared in code: standard five-field cron, in a time zone. */
 export interface CronSchedule {
@@ -27,6 +30,11 @@ export interface SchedulerOptions {
   log: Logger
   /** How often the leader publishes due jobs and checks schedules. */
   intervalMs: number
+  /**
+   * A pass (or the lease check) with no answer by then is given up, so one statement Postgres never answers
+   * cannot hold up every later pass or the node's shutdown.
+   */
+  timeoutMs?: number
 }
 
 /**
@@ -44,6 +52,7 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   let leader = false
   let stopped = false
   let running: Promise<void> = Promise.resolve()
+  const timeoutMs = o.timeoutMs ?? 5_000
 
   const lead = async (): Promise<boolean> => {
     try {
@@ -58,12 +67,14 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
         o.log.info({ namespace: o.names.namespace }, 'job scheduler: this node leads')
       } else {
         // Still connected means still holding the lock.
-        await reserved`select 1`
+        await withTimeout(reserved`select 1`.execute(), timeoutMs, 'scheduler lease check', () => new Unanswered('the scheduler lease check got no answer'))
       }
       return true
     } catch (err) {
       if (leader) o.log.warn({ err }, 'job scheduler: lost the lease')
-      reserved?.release()
+      // A connection that stopped answering is left to fail on its own (put back in the pool, its next user
+      // would wait behind the lost statement); while its backend lives, no other node gets the lock either.
+      if (reserved && !(err instanceof Unanswered)) reserved.release()
       reserved = undefined
       return false
     }
@@ -114,7 +125,9 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   }
 
   const timer = setInterval(() => {
-    running = running.then(() => (stopped ? undefined : tick()))
+    running = running.then(() =>
+      stopped ? undefined : withTimeout(tick(), timeoutMs * 2, 'scheduler pass').catch((err: unknown) => o.log.warn({ err }, 'scheduler pass given up')),
+    )
   }, o.intervalMs)
   timer.unref()
 
@@ -125,10 +138,14 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
     async stop() {
       stopped = true
       clearInterval(timer)
-      await running
+      await withTimeout(running, timeoutMs * 2, 'scheduler pass').catch(() => undefined)
       if (reserved) {
-        await reserved`select pg_advisory_unlock(${lockKey.toString()}::bigint)`.catch(() => undefined)
-        reserved.release()
+        const unlocked = await withTimeout(reserved`select pg_advisory_unlock(${lockKey.toString()}::bigint)`.execute(), timeoutMs, 'scheduler unlock').then(
+          () => true,
+          () => false,
+        )
+        // A connection that did not answer stays out of the pool; the lock ends with it.
+        if (unlocked) reserved.release()
       }
     },
   }

@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { jetstreamManager } from '@nats-io/jetstream'
+import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { AppError } from '../core/errors.js'
 import { logLine, spawnChild } from './support/child.js'
@@ -122,6 +123,47 @@ describe('Postgres outage', () => {
       await gateway.shutdown().catch(() => undefined)
     }
   }, 20_000)
+  test('a worker whose Postgres stops answering mid-job is not wedged: the lost writes time out, and once Postgres answers the job is recorded succeeded', async () => {
+    // A database and namespace of their own, so that only this worker, behind the proxy, runs the job.
+    const own = await scratchDatabase(inject('databaseUrl'))
+    const target = new URL(own.url)
+    const proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
+    target.port = String(proxy.port)
+    const worker = await startTestNode(
+      { DATABASE_URL: target.toString(), NAMESPACE: `${namespace}_silent`, ASK_TIMEOUT_MS: '1000', JOB_ACK_WAIT_MS: '2000', SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '2000' },
+      { jobs: ({ sql }) => testJobs(sql) },
+    )
+    const direct = postgres(own.url, { max: 1, onnotice: () => {} })
+    try {
+      await createTestJobTables(direct)
+      const label = `silent-${randomUUID()}`
+      const job = await worker.jobs.enqueue({ name: 'test.record', payload: { label, sleepMs: 200 } })
+      await eventually(() => direct`select 1 from test_job_runs where label = ${label}`, (rows) => rows.length === 1, 5_000, 'the job to start')
+      // Every pooled connection is open first: a statement lost on an open connection waits for ever (one on a
+      // connection still being opened would fail by the connect timeout instead).
+      await Promise.all(Array.from({ length: 10 }, () => worker.sql`select pg_sleep(0.05)`))
+      // Its end is never answered: the statement's bytes are dropped, on a connection that stays open.
+      proxy.blackhole()
+      const jsm = await jetstreamManager(worker.nc)
+      const consumer = () => jsm.consumers.info(worker.names.jobsStream, 'w_test_default')
+      await eventually(consumer, (c) => c.num_redelivered > 0, 10_000, 'the job to be delivered again')
+      await proxy.restore()
+      // Without a time limit the worker's writes would queue for ever behind the lost one.
+      const done = await eventually(
+        () => direct<{ status: string }[]>`select status from jobs where id = ${job.id}`,
+        (rows) => rows[0]?.status === 'succeeded',
+        10_000,
+        'the job to be recorded succeeded',
+      )
+      expect(done[0]!.status).toBe('succeeded')
+      expect((await direct`select 1 from test_job_runs where label = ${label}`).length).toBeLessThanOrEqual(2)
+    } finally {
+      await proxy.close()
+      await worker.shutdown().catch(() => undefined)
+      await direct.end({ timeout: 1 })
+      await own.drop()
+    }
+  }, 30_000)
 })
 
 describe('failures', () => {
