@@ -120,7 +120,9 @@ export interface StartServerOptions {
 export function startServer(options: StartServerOptions): Promise<ServerProcess> {
   const loader = options.script.endsWith('.js') ? [] : ['--import', 'tsx']
   const inspect = options.inspect ? ['--inspect=127.0.0.1:0'] : []
-  const child = spawn(process.execPath, [...inspect, ...loader, options.script, ...(options.args ?? [])], {
+  // BENCH_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"): flags Node refuses in NODE_OPTIONS.
+  const flags = (process.env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean)
+  const child = spawn(process.execPath, [...flags, ...inspect, ...loader, options.script, ...(options.args ?? [])], {
     cwd: root,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

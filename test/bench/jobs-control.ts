@@ -7,7 +7,7 @@
  * `{"msg":"bench control","controlPort":<n>}` on stdout once it is ready to be driven.
  */
 import { createServer } from 'node:http'
-import { performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { z } from 'zod'
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable between processes of one machine. */
@@ -90,6 +90,9 @@ export const PacedResult = z.object({
   callP99Ms: z.number(),
   /** Share of the measured phase the enqueuer's event loop was busy (near 1: the enqueuer itself was the limit). */
   elu: z.number(),
+  /** How late the enqueuer's event loop ran what was due (p99 and worst, ms): stalls that hold every job up at once. */
+  loopDelayP99Ms: z.number(),
+  loopDelayMaxMs: z.number(),
 })
 export type PacedResult = z.infer<typeof PacedResult>
 
@@ -103,12 +106,26 @@ export const WorkerStats = z.object({
 export type WorkerStats = z.infer<typeof WorkerStats>
 
 /** The samples since the previous `pickup` call, and the share of that time the worker's event loop was busy. */
-export const PickupSamples = z.object({ samples: z.array(z.number()), elu: z.number() })
+export const PickupSamples = z.object({ samples: z.array(z.number()), elu: z.number(), loopDelayP99Ms: z.number(), loopDelayMaxMs: z.number() })
+
+/** Event-loop delay (p99, worst) since the last reading: a garbage collection or a descheduled process shows here. */
+function loopDelay() {
+  const h = monitorEventLoopDelay({ resolution: 1 })
+  h.enable()
+  /** The reading so far; then starts over, or stops when `last`. */
+  return (last = false) => {
+    const reading = { loopDelayP99Ms: h.percentile(99) / 1e6, loopDelayMaxMs: h.max / 1e6 }
+    if (last) h.disable()
+    else h.reset()
+    return reading
+  }
+}
 
 /** The worker's side of `pickup`: hands over the samples so far and forgets them. */
 export function pickupRecorder() {
   const samples: number[] = []
   let since = performance.eventLoopUtilization()
+  const delay = loopDelay()
   let measured = 0
   return {
     record(ms: number) {
@@ -121,7 +138,7 @@ export function pickupRecorder() {
     take(): z.infer<typeof PickupSamples> {
       const elu = performance.eventLoopUtilization(since).utilization
       since = performance.eventLoopUtilization()
-      return { samples: samples.splice(0), elu }
+      return { samples: samples.splice(0), elu, ...delay() }
     },
   }
 }
@@ -182,12 +199,14 @@ export async function enqueuePaced(r: PacedRequest, addOne: (payload: ProbePaylo
     return { sent, maxBehind }
   }
   await phase(r.warmupMs, true)
+  const delay = loopDelay()
   const elu = performance.eventLoopUtilization()
   const measured = await phase(r.durationMs, false)
   const busy = performance.eventLoopUtilization(elu).utilization
+  const delays = delay(true)
   await Promise.all([...pending])
   if (failed && failed === measured.sent) throw new Error(`every enqueue failed: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
-  return { sent: measured.sent, failed, maxBehindMs: measured.maxBehind, callP50Ms: percentile(calls, 0.5), callP99Ms: percentile(calls, 0.99), elu: busy }
+  return { sent: measured.sent, failed, maxBehindMs: measured.maxBehind, callP50Ms: percentile(calls, 0.5), callP99Ms: percentile(calls, 0.99), elu: busy, ...delays }
 }
 
 /** Nearest-rank percentile (q in 0..1); NaN for no values. */

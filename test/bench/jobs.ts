@@ -42,6 +42,10 @@ const FLOOR_RATE = 100
  * CPU per job is measured from /proc: the two Node processes of a side (the table's CPU column), and in the note
  * the services (Postgres backends of the isolated database + NATS, or Redis).
  * BENCH_JOBS (default 50,000) changes the job count of step 1; BENCH_ROUNDS (capped at 3 here) the rounds.
+ * BENCH_PICKUP_RATE=<jobs/s> skips step 1 (after a short warm-up) and measures step 2 at that rate: a
+ * diagnostic for the pickup tail, which reports no throughput and never passes. Each pickup line also gives
+ * the event-loop delay (p99 / worst) of the enqueuer and the worker: the tail comes from stalls that hold
+ * up every job in flight at once (a garbage collection, a process waiting for a core).
  */
 const scenario: Scenario = {
   name: 'jobs',
@@ -118,6 +122,9 @@ interface PickupRun {
   callP99Ms: number
   enqueuerElu: number
   workerElu: number
+  /** Event-loop delay p99 / worst (ms) of the enqueuer and the worker during the run. */
+  enqueuerLoop: [number, number]
+  workerLoop: [number, number]
   breakdown: string
 }
 
@@ -149,19 +156,22 @@ async function measure(
         `CPU per job: node ${Math.round(r.nodeUsPerJob)} µs, services ${Math.round(r.serviceUsPerJob)} µs${r.failed ? `, ${r.failed} failed` : ''}`,
     )
 
-  const warmJobs = Math.min(jobs, 10_000)
+  // BENCH_PICKUP_RATE: a diagnostic run of the pickup measurements alone, at that rate, after a short warm-up.
+  const fixedRate = envInt(process.env, 'BENCH_PICKUP_RATE', 0, 0, 1_000_000)
+  const warmJobs = fixedRate ? 2_000 : Math.min(jobs, 10_000)
   const warm = { ours: await throughput('ours', warmJobs), bullmq: await throughput('bullmq', warmJobs) }
   say('warm-up ours', warm.ours)
   say('warm-up bullmq', warm.bullmq)
   const runs: Record<Side, ThroughputRun[]> = { ours: [], bullmq: [] }
-  for (let n = 1; n <= rounds; n++) {
+  for (let n = 1; n <= (fixedRate ? 0 : rounds); n++) {
     for (const side of ['ours', 'bullmq'] as const) {
       runs[side].push(await throughput(side, jobs))
       say(`round ${n}/${rounds} ${side}`, runs[side].at(-1)!)
     }
   }
 
-  const saturation = median(runs.ours.map((r) => r.jobsPerSec))
+  const loop = ([p99, max]: [number, number]) => `${p99.toFixed(1)}/${max.toFixed(1)}`
+  const saturation = fixedRate ? 2 * fixedRate : median(runs.ours.map((r) => r.jobsPerSec))
   const rate = Math.max(1, Math.round(saturation / 2))
   const pickup = async (side: Side, rate: number): Promise<PickupRun> => {
     const pair = sides[side]
@@ -174,7 +184,7 @@ async function measure(
     const expected = paced.sent - paced.failed
     const deadline = Date.now() + 30_000
     while ((await control(pair.worker.url, 'stats', {}, WorkerStats)).probes - before < expected && Date.now() < deadline) await sleep(50)
-    const { samples, elu } = await control(pair.worker.url, 'pickup', {}, PickupSamples)
+    const { samples, elu, loopDelayP99Ms, loopDelayMaxMs } = await control(pair.worker.url, 'pickup', {}, PickupSamples)
     const r: PickupRun = {
       rate,
       achieved: paced.sent / settings.durationSec,
@@ -189,24 +199,33 @@ async function measure(
       callP99Ms: paced.callP99Ms,
       enqueuerElu: paced.elu,
       workerElu: elu,
+      enqueuerLoop: [paced.loopDelayP99Ms, paced.loopDelayMaxMs],
+      workerLoop: [loopDelayP99Ms, loopDelayMaxMs],
       breakdown: (await pair.breakdown?.(since)) ?? '',
     }
     log(
       `pickup ${side} at ${rate} jobs/s: ${r.samples} of ${r.sent} probes, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; ` +
         `enqueue call p50 ${r.callP50Ms.toFixed(2)} / p99 ${r.callP99Ms.toFixed(2)} ms, scheduler at worst ${r.maxBehindMs.toFixed(1)} ms behind; ` +
-        `event loops busy: enqueuer ${Math.round(r.enqueuerElu * 100)}%, worker ${Math.round(r.workerElu * 100)}%` +
+        `event loops busy: enqueuer ${Math.round(r.enqueuerElu * 100)}%, worker ${Math.round(r.workerElu * 100)}%; ` +
+        `loop delay p99/max ms: enqueuer ${loop(r.enqueuerLoop)}, worker ${loop(r.workerLoop)}` +
         (r.breakdown ? `; ${r.breakdown}` : ''),
     )
     return r
   }
-  log(`our saturation ${Math.round(saturation)} jobs/s (median of ${rounds}): pickup measured at ${rate} jobs/s, and at ${FLOOR_RATE} jobs/s for the unloaded floor`)
+  log(
+    fixedRate
+      ? `BENCH_PICKUP_RATE: pickup only, at ${rate} jobs/s (no throughput rounds: no ratio, no pass)`
+      : `our saturation ${Math.round(saturation)} jobs/s (median of ${rounds}): pickup measured at ${rate} jobs/s, and at ${FLOOR_RATE} jobs/s for the unloaded floor`,
+  )
   const oursPickup = await pickup('ours', rate)
   const bullPickup = await pickup('bullmq', rate)
   const oursFloor = await pickup('ours', FLOOR_RATE)
   const bullFloor = await pickup('bullmq', FLOOR_RATE)
 
+  // A pickup-only run (BENCH_PICKUP_RATE) has no rounds: its throughput figures are NaN and it does not pass.
+  const med = (values: readonly number[]) => (values.length ? median(values) : Number.NaN)
   const ratios = runs.ours.map((r, i) => r.jobsPerSec / runs.bullmq[i]!.jobsPerSec)
-  const ratio = median(ratios)
+  const ratio = med(ratios)
   const throughputPass = ratio >= THROUGHPUT_TARGET
   const pickupPass = oursPickup.p99 <= PICKUP_P99_TARGET_MS && oursPickup.failed === 0
   const failedJobs = [...runs.ours, ...runs.bullmq].reduce((sum, r) => sum + r.failed, 0)
@@ -228,7 +247,8 @@ async function measure(
     errors: r.failed,
     note:
       `enqueue-to-start, ${r.samples} probes, max ${r.max.toFixed(1)} ms; enqueue call p99 ${r.callP99Ms.toFixed(1)} ms, ` +
-      `scheduler ≤ ${r.maxBehindMs.toFixed(1)} ms behind; busy: enqueuer ${Math.round(r.enqueuerElu * 100)}%, worker ${Math.round(r.workerElu * 100)}%`,
+      `scheduler ≤ ${r.maxBehindMs.toFixed(1)} ms behind; busy: enqueuer ${Math.round(r.enqueuerElu * 100)}%, worker ${Math.round(r.workerElu * 100)}%; ` +
+      `loop delay p99/max: enqueuer ${loop(r.enqueuerLoop)}, worker ${loop(r.workerLoop)} ms`,
   })
   const rows: ResultRow[] = [
     throughputRow(`ours ${warmJobs / 1000}k no-op warm-up`, warm.ours, 'pg + nats'),
@@ -242,13 +262,13 @@ async function measure(
     pickupRow(`ours pickup at ${FLOOR_RATE}/s (floor)`, oursFloor),
     pickupRow(`bullmq pickup at ${FLOOR_RATE}/s (floor)`, bullFloor),
   ]
-  const jobsPerSec = (side: Side) => Math.round(median(runs[side].map((r) => r.jobsPerSec)))
+  const jobsPerSec = (side: Side) => Math.round(med(runs[side].map((r) => r.jobsPerSec)))
   return {
     rows,
     headline:
       `ours ÷ BullMQ throughput = ${ratio.toFixed(2)} (${jobsPerSec('ours')} vs ${jobsPerSec('bullmq')} jobs/s; rounds ${ratios.map((r) => r.toFixed(2)).join(', ')}; ` +
       `target >= ${THROUGHPUT_TARGET}): ${throughputPass ? 'pass' : 'MISSED'}; ` +
-      `p99 pickup at ${rate} jobs/s (½ our saturation) = ${oursPickup.p99.toFixed(2)} ms (p50 ${oursPickup.p50.toFixed(2)}; target <= ${PICKUP_P99_TARGET_MS}): ` +
+      `p99 pickup at ${rate} jobs/s (${fixedRate ? 'BENCH_PICKUP_RATE' : '½ our saturation'}) = ${oursPickup.p99.toFixed(2)} ms (p50 ${oursPickup.p50.toFixed(2)}; target <= ${PICKUP_P99_TARGET_MS}): ` +
       `${pickupPass ? 'pass' : 'MISSED'}; BullMQ at that rate p50 ${bullPickup.p50.toFixed(2)} / p99 ${bullPickup.p99.toFixed(2)} ms` +
       (failedJobs ? `; ${failedJobs} jobs failed` : ''),
     summary: {
@@ -259,8 +279,8 @@ async function measure(
       targets: { throughputRatio: THROUGHPUT_TARGET, pickupP99Ms: PICKUP_P99_TARGET_MS },
       oursJobsPerSec: jobsPerSec('ours'),
       bullmqJobsPerSec: jobsPerSec('bullmq'),
-      oursCpuUsPerJob: { node: Math.round(median(runs.ours.map((r) => r.nodeUsPerJob))), pgAndNats: Math.round(median(runs.ours.map((r) => r.serviceUsPerJob))) },
-      bullmqCpuUsPerJob: { node: Math.round(median(runs.bullmq.map((r) => r.nodeUsPerJob))), redis: Math.round(median(runs.bullmq.map((r) => r.serviceUsPerJob))) },
+      oursCpuUsPerJob: { node: Math.round(med(runs.ours.map((r) => r.nodeUsPerJob))), pgAndNats: Math.round(med(runs.ours.map((r) => r.serviceUsPerJob))) },
+      bullmqCpuUsPerJob: { node: Math.round(med(runs.bullmq.map((r) => r.nodeUsPerJob))), redis: Math.round(med(runs.bullmq.map((r) => r.serviceUsPerJob))) },
       pickupRate: rate,
       oursPickupP50Ms: round(oursPickup.p50, 2),
       bullmqPickupP50Ms: round(bullPickup.p50, 2),

@@ -7,7 +7,9 @@
  *
  * Environment: BENCH_DURATION (seconds per measured run, default 5), BENCH_WARMUP (default 2),
  * BENCH_ROUNDS (default 4), BENCH_CONNECTIONS (default 50), BENCH_THREADS (default 1),
- * BENCH_ADMIN_DATABASE_URL, BENCH_NATS_URL, BENCH_REDIS_URL (default: the loopback services).
+ * BENCH_ADMIN_DATABASE_URL, BENCH_NATS_URL, BENCH_REDIS_URL (default: the loopback services),
+ * BENCH_NODE_FLAGS (Node flags for every server process the scenarios start, e.g. `--cpu-prof
+ * --cpu-prof-dir=/tmp/prof`, which Node refuses in NODE_OPTIONS).
  *
  * To add a scenario: write test/bench/<name>.ts with a default export of type Scenario and list it below.
  */
