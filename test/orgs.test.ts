@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { bearer, freshEmail, lastEmail, problem, register, type SignedIn } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
+import { createOrgListCache } from '../storage/org-cache.js'
+import { listUserOrgs } from '../storage/orgs.js'
 import { addMember, apiKey, call, createApiKey, createOrg, createProject, expectJson, type Auth, type OrgView } from './support/orgs.js'
 
 // Two nodes of one cluster: whatever one node changes, the other must honour on the very next request.
@@ -35,6 +37,26 @@ describe('organizations', () => {
     expect(org).toMatchObject({ version: 1 })
     expect(await roleOf(b, auth, org.id)).toEqual(['owner'])
     expect(await expectJson(await get(b, auth, `/v1/orgs/${org.id}`), 200)).toEqual(org)
+  })
+
+  test('a list read that began before a membership change cannot put the old list back in the cache', async () => {
+    const { org, owner, auth } = await orgWithOwner()
+    const userId = owner.user.id
+    // A second reader of node a's cache: same Redis keys, as another gateway would have.
+    const cache = createOrgListCache(a.redis, a.log)
+    const miss = await cache.read<unknown[]>(userId)
+    expect(miss.value).toBeUndefined()
+    // A slow GET /v1/orgs: it read Postgres before the change below...
+    const stale = await listUserOrgs(a.sql, userId)
+    expect(stale.map((o) => o.id)).toEqual([org.id])
+    const second = await createOrg(a.url, owner)
+    // ...and tries to cache what it read after the change dropped the entry.
+    await cache.fill(userId, stale, miss.version)
+    const list = await expectJson<{ items: { id: string }[] }>(await get(b, auth, '/v1/orgs'), 200)
+    expect(list.items.map((o) => o.id).sort()).toEqual([org.id, second.id].sort())
+    // A fill with no change in between is kept, and served.
+    const fresh = await cache.read<{ id: string }[]>(userId)
+    expect(fresh.value?.map((o) => o.id).sort()).toEqual([org.id, second.id].sort())
   })
 
   test('slugs are unique regardless of case; a bad slug is refused and nothing is created', async () => {

@@ -93,11 +93,10 @@ export function orgRoutes(d: OrgRoutesDeps): Route[] {
       responses: { 200: { description: 'organizations', schema: pageOf(MyOrg) } },
       handler: async (ctx) => {
         const { userId } = userOf(ctx.principal)
-        let items = await d.cache.get<unknown[]>(userId)
-        if (!items) {
-          items = (await listUserOrgs(d.sql, userId)).map((o) => ({ ...o, createdAt: o.createdAt.toISOString() }))
-          await d.cache.set(userId, items)
-        }
+        const cached = await d.cache.read<unknown[]>(userId)
+        if (cached.value !== undefined) return { status: 200, body: { items: cached.value, nextCursor: null } }
+        const items = (await listUserOrgs(d.sql, userId)).map((o) => ({ ...o, createdAt: o.createdAt.toISOString() }))
+        await d.cache.fill(userId, items, cached.version)
         return { status: 200, body: { items, nextCursor: null } }
       },
     }),
