@@ -103,7 +103,10 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
   const deadline = Date.now() + config.startupTimeoutMs
   let state: 'joining' | 'ready' | 'draining' = 'joining'
 
-  const sql = createSql({ url: config.databaseUrl, max: config.dbPoolMax, applicationName: `actorbase-${config.nodeId}` }, registry)
+  const sql = createSql(
+    { url: config.databaseUrl, max: config.dbPoolMax, applicationName: `actorbase-${config.nodeId}`, silenceTimeoutMs: config.dbSilenceTimeoutMs },
+    registry,
+  )
   const db = createDbMetrics(registry)
   const redis = createRedis({ url: config.redisUrl, keyPrefix: names.redisPrefix, connectTimeoutMs: 2_000 })
   let nc: NatsConnection | undefined
@@ -113,7 +116,15 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     nc = await retryUntil(deadline, 'NATS', config.natsUrl, () =>
       connectNats({ url: config.natsUrl, name: `actorbase-${config.nodeId}`, connectTimeoutMs: 2_000 }, log),
     )
-    if (config.migrateOnStart) await db.timed('migrate', () => migrate(sql, migrationsDir, log))
+    if (config.migrateOnStart) {
+      // A connection of its own with no silence limit: a migration's statement may run long without a word.
+      const migrator = createSql({ url: config.databaseUrl, max: 1, applicationName: `actorbase-${config.nodeId}-migrate` })
+      try {
+        await db.timed('migrate', () => migrate(migrator, migrationsDir, log))
+      } finally {
+        await migrator.end({ timeout: 5 })
+      }
+    }
     await ensureStreams(nc, names, { eventsMaxAgeHours: config.eventsMaxAgeHours, eventsMaxPerChannel: config.eventsMaxPerChannel, leaseTtlMs: config.leaseTtlMs, presenceTtlMs: config.presenceTtlMs })
   } catch (err) {
     await Promise.allSettled([sql.end({ timeout: 1 }), redis.quit(), nc?.close()])

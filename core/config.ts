@@ -59,6 +59,7 @@ export const EnvSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(300_000).default(10_000),
   STARTUP_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
   DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10),
+  DB_SILENCE_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(30_000),
   HEALTH_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
   EVENTS_MAX_AGE_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
   EVENTS_MAX_PER_CHANNEL: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
@@ -128,6 +129,8 @@ export interface Config {
   shutdownTimeoutMs: number
   startupTimeoutMs: number
   dbPoolMax: number
+  /** A pooled Postgres connection silent this long while a query waits is destroyed (0: never). */
+  dbSilenceTimeoutMs: number
   healthTimeoutMs: number
   eventsMaxAgeHours: number
   eventsMaxPerChannel: number
@@ -205,6 +208,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     startupTimeoutMs: e.STARTUP_TIMEOUT_MS,
     dbPoolMax: e.DB_POOL_MAX,
+    dbSilenceTimeoutMs: e.DB_SILENCE_TIMEOUT_MS,
     healthTimeoutMs: e.HEALTH_TIMEOUT_MS,
     eventsMaxAgeHours: e.EVENTS_MAX_AGE_HOURS,
     eventsMaxPerChannel: e.EVENTS_MAX_PER_CHANNEL,

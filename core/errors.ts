@@ -97,6 +97,7 @@ const connectionCodes = new Set([
   'CONNECTION_DESTROYED',
   'CONNECTION_ENDED',
   'CONNECT_TIMEOUT',
+  'CONNECTION_SILENT',
 ])
 
 /** Whether an error means a dependency could not be reached, rather than that it refused what we asked. */

@@ -18,6 +18,13 @@ export interface PostgresOptions {
   applicationName: string
   /** Seconds to wait for a TCP connection before a query fails, so a dead server is a fast error. */
   connectTimeoutSeconds?: number
+  /**
+   * Milliseconds a connection may stay silent while a query waits for its answer before it is destroyed
+   * (its queries fail with CONNECTION_SILENT, a 503, and the pool opens a new one). Without it a lost
+   * answer holds that query, and every query postgres.js pipelines behind it on the same connection, until
+   * TCP gives up after many minutes. 0: never (migrations, whose statements may be long and quiet).
+   */
+  silenceTimeoutMs?: number
 }
 
 export function createSql(options: PostgresOptions, registry?: Registry): Sql {
@@ -30,6 +37,7 @@ export function createSql(options: PostgresOptions, registry?: Registry): Sql {
   return postgres(options.url, {
     max: options.max,
     connect_timeout: options.connectTimeoutSeconds ?? 5,
+    silence_timeout: options.silenceTimeoutMs ? options.silenceTimeoutMs / 1000 : null,
     idle_timeout: 60,
     max_lifetime: 30 * 60,
     connection: { application_name: options.applicationName },

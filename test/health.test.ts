@@ -79,6 +79,40 @@ describe('Postgres outage', () => {
   })
 })
 
+describe('Postgres answers lost on an open connection', () => {
+  let proxy: TcpProxy
+  let node: TestNode
+  beforeAll(async () => {
+    const target = new URL(inject('databaseUrl'))
+    proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
+    target.port = String(proxy.port)
+    // One pooled connection: every query goes to the one whose answer gets lost.
+    node = await startTestNode({ DATABASE_URL: target.toString(), DB_POOL_MAX: '1', DB_SILENCE_TIMEOUT_MS: '1000' })
+  })
+  afterAll(async () => {
+    await proxy.close()
+    await node.shutdown()
+  })
+
+  test('the silent connection is given up, so once Postgres answers again nothing waits behind the lost answer', async () => {
+    expect((await fetch(`${node.url}/health/db`)).status).toBe(200)
+    proxy.blackhole()
+    const down = await fetch(`${node.url}/health/db`)
+    expect(down.status).toBe(503)
+    await proxy.restore()
+    // Without the silence limit the lost answer would hold the connection, and every later query pipelined
+    // on it, until TCP gave up: /health/db would stay 503.
+    const started = performance.now()
+    await eventually(
+      async () => (await fetch(`${node.url}/health/db`)).status,
+      (status) => status === 200,
+      5_000,
+      'Postgres checks to pass again',
+    )
+    expect(performance.now() - started).toBeLessThan(3_000)
+  })
+})
+
 describe.each([
   ['Redis', 'REDIS_URL', 'redis'],
   ['NATS', 'NATS_URL', 'nats'],
