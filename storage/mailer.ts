@@ -40,9 +40,10 @@ export interface SmtpTimeouts {
 /**
  * nodemailer's defaults (2 min to connect, 10 min of socket silence) outlast the `email.send` job's 30 s
  * limit: a dead or silent server would fail each attempt only as a bare job timeout, leaving the connection
- * open behind it. These fail the attempt sooner, with the SMTP error, and close it, all within that limit.
+ * open behind it. These fail the attempt sooner, with the SMTP error, and close it: lookup, connect and
+ * greeting take at most 15 s, and a conversation that stalls is given up after 10 s of silence.
  */
-const smtpTimeouts: SmtpTimeouts = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000, dnsTimeout: 10_000 }
+const smtpTimeouts: SmtpTimeouts = { connectionTimeout: 5_000, greetingTimeout: 5_000, socketTimeout: 10_000, dnsTimeout: 5_000 }
 
 /**
  * SMTP through nodemailer: `smtp://user:pass@host:587` or `smtps://...`. The URL's query may set any nodemailer

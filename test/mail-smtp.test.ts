@@ -225,7 +225,7 @@ describe('email over SMTP', () => {
     expect(smtp.to(email)).toHaveLength(1)
   })
 
-  test('a recipient refused with a permanent error ends the job dead after one attempt, without retries', async () => {
+  test('a recipient refused for good (550 no such mailbox) ends the job dead after one attempt, without retries', async () => {
     const email = freshEmail()
     smtp.refuseWith((address) => (address === email ? Object.assign(new Error('no such mailbox'), { responseCode: 550 }) : undefined))
     await register(node.url, email)

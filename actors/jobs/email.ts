@@ -11,12 +11,17 @@ export const EmailPayload = z.object({
 })
 
 /**
- * A 5xx answer from the mail server (no such mailbox, relaying refused, message rejected) says that trying
- * again would get the same answer: the job is dead at once rather than after all its attempts.
+ * A recipient or sender refused for good (a 5xx answer to the envelope: no such mailbox) would be refused
+ * again: the job is dead at once rather than after all its attempts. Other 5xx answers are about us, not
+ * the address (bad credentials, a blocked IP, policy 5.7.x, quota 5.4.x): they are retried, since a fixed
+ * configuration should still deliver.
  */
 function permanent(err: unknown): unknown {
-  const code = (err as { responseCode?: unknown } | null)?.responseCode
-  return typeof code === 'number' && code >= 500 && code < 600 && err instanceof Error ? new PermanentJobError(err.message, { cause: err }) : err
+  if (!(err instanceof Error)) return err
+  const { code, responseCode, response } = err as Error & { code?: unknown; responseCode?: unknown; response?: unknown }
+  const refused = code === 'EENVELOPE' && typeof responseCode === 'number' && responseCode >= 500 && responseCode < 600
+  const aboutUs = typeof response === 'string' && /\b5\.[47]\.\d+/.test(response)
+  return refused && !aboutUs ? new PermanentJobError(err.message, { cause: err }) : err
 }
 
 /** Sending email, retried with backoff when the mail server is away or answers with a temporary (4xx) error. */
