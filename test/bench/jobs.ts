@@ -44,8 +44,9 @@ const FLOOR_RATE = 100
  * BENCH_JOBS (default 50,000) changes the job count of step 1; BENCH_ROUNDS (capped at 3 here) the rounds.
  * BENCH_PICKUP_RATE=<jobs/s> skips step 1 (after a short warm-up) and measures step 2 at that rate: a
  * diagnostic for the pickup tail, which reports no throughput and never passes. Each pickup line also gives
- * the event-loop delay (p99 / worst) of the enqueuer and the worker: the tail comes from stalls that hold
- * up every job in flight at once (a garbage collection, a process waiting for a core).
+ * the event-loop delay (p99 / worst) of the enqueuer (over the measured phase) and the worker (over the whole
+ * run, warm-up and drain included): the tail comes from stalls that hold up every job in flight at once (a
+ * garbage collection, a process waiting for a core).
  */
 const scenario: Scenario = {
   name: 'jobs',
@@ -257,7 +258,7 @@ async function measure(
       throughputRow(`ours ${jobs / 1000}k no-op run ${i + 1}`, r, 'pg + nats'),
       throughputRow(`bullmq ${jobs / 1000}k no-op run ${i + 1}`, runs.bullmq[i]!, 'redis'),
     ]),
-    pickupRow('ours pickup at ½ saturation', oursPickup),
+    pickupRow(fixedRate ? 'ours pickup (BENCH_PICKUP_RATE)' : 'ours pickup at ½ saturation', oursPickup),
     pickupRow('bullmq pickup, same rate', bullPickup),
     pickupRow(`ours pickup at ${FLOOR_RATE}/s (floor)`, oursFloor),
     pickupRow(`bullmq pickup at ${FLOOR_RATE}/s (floor)`, bullFloor),
