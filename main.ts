@@ -194,7 +194,6 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
         metrics: jobMetrics,
         concurrency: config.jobConcurrency,
         ackWaitMs: config.jobAckWaitMs,
-        recordTimeoutMs: config.askTimeoutMs,
         // Progress of an organization's job is an event on its channel, written by the org actor.
         onChange: (c) =>
           actors

@@ -4,12 +4,15 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { CronExpressionParser } from 'cron-parser'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
+import { isConnectionError } from '../core/errors.js'
 import { withTimeout } from '../core/timeout.js'
 import { dueDelayedJobs, leftoverJobs, markJobsPublished } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
 import { publishJob, type JobQueue, type JobRequest } from './job-queue.js'
 
 class Unanswered extends Error {}
+
+type Reserved = Awaited<ReturnType<Sql['reserve']>>
 
 /** A schedule declared in code: standard five-field cron, in a time zone. */
 export interface CronSchedule {
@@ -48,34 +51,65 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   const lockKey = BigInt.asIntN(64, BigInt(`0x${createHash('sha256').update(`actorbase:scheduler:${o.names.namespace}`).digest('hex').slice(0, 16)}`))
   const js = jetstream(o.nc, { timeout: 5_000 })
   const known = o.queue.definitions.map((d) => d.name)
-  let reserved: Awaited<ReturnType<Sql['reserve']>> | undefined
+  let held: { conn: Reserved; pid: number } | undefined
   let leader = false
   let stopped = false
-  let running: Promise<void> = Promise.resolve()
+  /** The pass in flight: a tick that comes while one runs is skipped, so passes never overlap. */
+  let pass: Promise<void> | undefined
   const timeoutMs = o.timeoutMs ?? 5_000
+  const lockId = lockKey.toString()
+
+  /**
+   * What to do with a lock connection once its statement settles: a late answer (after we gave up on it)
+   * gives the lock back and the connection to the pool; a connection Postgres closed is already back in the
+   * pool (releasing it again would put a dead one there). One that never answers is closed by the pool's
+   * silence limit, and the lock ends with its session.
+   */
+  const settleLater = (conn: Reserved, statement: Promise<unknown>) =>
+    statement.then(
+      () =>
+        conn`select pg_advisory_unlock(${lockId}::bigint)`.then(
+          () => conn.release(),
+          () => undefined,
+        ),
+      (err: unknown) => (isConnectionError(err) ? undefined : conn.release()),
+    )
 
   const lead = async (): Promise<boolean> => {
-    try {
-      if (!reserved) {
-        reserved = await o.sql.reserve()
-        const [row] = await reserved<{ ok: boolean }[]>`select pg_try_advisory_lock(${lockKey.toString()}::bigint) as ok`
-        if (!row?.ok) {
-          reserved.release()
-          reserved = undefined
-          return false
-        }
-        o.log.info({ namespace: o.names.namespace }, 'job scheduler: this node leads')
-      } else {
-        // Still connected means still holding the lock.
-        await withTimeout(reserved`select 1`.execute(), timeoutMs, 'scheduler lease check', () => new Unanswered('the scheduler lease check got no answer'))
+    if (!held) {
+      const conn = await o.sql.reserve()
+      const attempt = conn<{ ok: boolean; pid: number }[]>`select pg_try_advisory_lock(${lockId}::bigint) as ok, pg_backend_pid() as pid`.execute()
+      let row: { ok: boolean; pid: number } | undefined
+      try {
+        ;[row] = await withTimeout(attempt, timeoutMs, 'scheduler lock', () => new Unanswered('the scheduler lock got no answer'))
+      } catch (err) {
+        if (err instanceof Unanswered) void settleLater(conn, attempt)
+        else if (!isConnectionError(err)) conn.release()
+        throw err
       }
+      if (!row?.ok) {
+        conn.release()
+        return false
+      }
+      held = { conn, pid: row.pid }
+      o.log.info({ namespace: o.names.namespace }, 'job scheduler: this node leads')
       return true
+    }
+    // Still the same session means still holding the lock: a connection the pool replaced lost it.
+    const h = held
+    const check = h.conn<{ pid: number }[]>`select pg_backend_pid() as pid`.execute()
+    try {
+      const [row] = await withTimeout(check, timeoutMs, 'scheduler lease check', () => new Unanswered('the scheduler lease check got no answer'))
+      if (row?.pid === h.pid) return true
+      held = undefined
+      h.conn.release()
+      o.log.warn({ namespace: o.names.namespace }, 'job scheduler: lost the lease (new Postgres session)')
+      return false
     } catch (err) {
-      if (leader) o.log.warn({ err }, 'job scheduler: lost the lease')
-      // A connection that stopped answering is left to fail on its own (put back in the pool, its next user
-      // would wait behind the lost statement); while its backend lives, no other node gets the lock either.
-      if (reserved && !(err instanceof Unanswered)) reserved.release()
-      reserved = undefined
+      held = undefined
+      o.log.warn({ err }, 'job scheduler: lost the lease')
+      if (err instanceof Unanswered) void settleLater(h.conn, check)
+      else if (!isConnectionError(err)) h.conn.release()
       return false
     }
   }
@@ -118,16 +152,21 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   }
 
   const tick = async () => {
-    leader = await lead()
+    leader = await lead().catch((err: unknown) => {
+      o.log.warn({ err }, 'job scheduler: lease not taken')
+      return false
+    })
     if (!leader) return
     await dispatch().catch((err: unknown) => o.log.warn({ err }, 'due jobs not dispatched'))
     for (const s of o.schedules) await fire(s).catch((err: unknown) => o.log.warn({ err, schedule: s.name }, 'cron tick not fired'))
   }
 
+  // A pass whose statements get no answer lasts until the pool's silence limit closes their connection.
   const timer = setInterval(() => {
-    running = running.then(() =>
-      stopped ? undefined : withTimeout(tick(), timeoutMs * 2, 'scheduler pass').catch((err: unknown) => o.log.warn({ err }, 'scheduler pass given up')),
-    )
+    if (stopped || pass) return
+    pass = tick().finally(() => {
+      pass = undefined
+    })
   }, o.intervalMs)
   timer.unref()
 
@@ -138,14 +177,19 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
     async stop() {
       stopped = true
       clearInterval(timer)
-      await withTimeout(running, timeoutMs * 2, 'scheduler pass').catch(() => undefined)
-      if (reserved) {
-        const unlocked = await withTimeout(reserved`select pg_advisory_unlock(${lockKey.toString()}::bigint)`.execute(), timeoutMs, 'scheduler unlock').then(
-          () => true,
-          () => false,
+      // Shutdown does not wait longer than this for a pass stuck on a silent Postgres.
+      if (pass) await withTimeout(pass, timeoutMs, 'scheduler pass').catch(() => undefined)
+      const h = held
+      held = undefined
+      if (h) {
+        const unlock = h.conn`select pg_advisory_unlock(${lockId}::bigint)`.execute()
+        await withTimeout(unlock, timeoutMs, 'scheduler unlock', () => new Unanswered('the scheduler unlock got no answer')).then(
+          () => h.conn.release(),
+          (err: unknown) => {
+            // Unanswered: left to the silence limit, and the lock ends with the session.
+            if (!(err instanceof Unanswered) && !isConnectionError(err)) h.conn.release()
+          },
         )
-        // A connection that did not answer stays out of the pool; the lock ends with it.
-        if (unlocked) reserved.release()
       }
     },
   }

@@ -1,8 +1,6 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { unavailable } from '../core/errors.js'
 import type { Logger } from '../core/log.js'
-import { withTimeout } from '../core/timeout.js'
 import type { Names } from '../core/names.js'
 import { recordJobStates, runnableJobs, type JobPriority, type JobStateChange } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
@@ -21,11 +19,6 @@ export interface WorkerOptions {
   concurrency: number
   /** How long a delivered job may go without an ack or a heartbeat before JetStream gives it to another worker. */
   ackWaitMs: number
-  /**
-   * A job-state statement with no answer by then fails: its jobs are delivered again later, and the next
-   * statements go ahead rather than queueing behind one Postgres never answers.
-   */
-  recordTimeoutMs?: number
   /** Told about job state changes of organizations' jobs (their events go on the org channel). */
   onChange?: (change: { id: string; orgId: string; name: string; status: string; attempts: number; error?: string }) => void
 }
@@ -91,10 +84,10 @@ class Deadline {
 
 /**
  * Group commit for job state: changes collected over a few milliseconds go to Postgres in one statement.
- * Flushes run one after another, so a job's start is never written after its end; one that gets no answer
- * within `timeoutMs` fails its items with `unavailable` and lets the next go.
+ * Flushes run one after another, so a job's start is never written after its end. A flush whose answer is
+ * lost fails when the pool's silence limit (DB_SILENCE_TIMEOUT_MS) closes its connection, and the next goes.
  */
-function batcher<T, R>(flush: (items: T[]) => Promise<R[]>, windowMs: number, timeoutMs: number) {
+function batcher<T, R>(flush: (items: T[]) => Promise<R[]>, windowMs: number) {
   let items: { item: T; resolve: (r: R) => void; reject: (e: unknown) => void }[] = []
   let timer: NodeJS.Timeout | undefined
   let previous: Promise<void> = Promise.resolve()
@@ -103,7 +96,7 @@ function batcher<T, R>(flush: (items: T[]) => Promise<R[]>, windowMs: number, ti
     const batch = items
     items = []
     previous = previous.then(() =>
-      withTimeout(flush(batch.map((b) => b.item)), timeoutMs, 'job state write', () => unavailable('the job store')).then(
+      flush(batch.map((b) => b.item)).then(
         (results) => batch.forEach((b, i) => b.resolve(results[i]!)),
         (err: unknown) => batch.forEach((b) => b.reject(err)),
       ),
@@ -139,7 +132,6 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
   const jsm = await jetstreamManager(o.nc)
   const js = jetstream(o.nc)
   const slots = new Slots(o.concurrency)
-  const recordTimeoutMs = o.recordTimeoutMs ?? 5_000
   const streams: ConsumerMessages[] = []
   const inFlight = new Set<Promise<void>>()
   let stopping = false
@@ -149,7 +141,7 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
   const runnable = batcher<string, boolean>(async (ids) => {
     const ok = await runnableJobs(o.sql, ids)
     return ids.map((id) => ok.has(id))
-  }, 2, recordTimeoutMs)
+  }, 2)
   const record = batcher<JobStateChange, { status: string; attempts: number } | undefined>(async (changes) => {
     // A start and an end of the same attempt in one batch become one write.
     const byJob = new Map<string, JobStateChange>()
@@ -159,7 +151,7 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     }
     const now = await recordJobStates(o.sql, [...byJob.values()])
     return changes.map((c) => now.get(c.id))
-  }, RECORD_WINDOW_MS, recordTimeoutMs)
+  }, RECORD_WINDOW_MS)
   const settling = new Set<Promise<void>>()
   // Running jobs tell JetStream they are alive, so they are not given to another worker while they run: one
   // timer for all of them rather than one per job.

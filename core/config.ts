@@ -191,6 +191,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`)
   }
   const e = parsed.data
+  // The scheduler keeps one pooled connection for its lease: with only one, nothing else could ever run.
+  if (e.ROLES.includes('workers') && e.DB_POOL_MAX < 2) {
+    throw new ConfigError('invalid configuration: DB_POOL_MAX: must be at least 2 with the workers role (its scheduler holds one connection)')
+  }
   return {
     port: e.PORT,
     host: e.HOST,

@@ -52,6 +52,11 @@ describe('configuration', () => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^invalid configuration: ${name}: `))
   })
 
+  test('a one-connection pool is refused for a workers node, whose scheduler holds a connection, and allowed otherwise', () => {
+    expect(() => loadConfig({ DB_POOL_MAX: '1' })).toThrow(/^invalid configuration: DB_POOL_MAX: .*workers/)
+    expect(loadConfig({ DB_POOL_MAX: '1', ROLES: 'gateway,actors' }).dbPoolMax).toBe(1)
+  })
+
   test('every bad variable is named at once', () => {
     expect(() => loadConfig({ PORT: 'x', LOG_LEVEL: 'y' })).toThrow(/PORT: .*; LOG_LEVEL: /)
   })

@@ -86,8 +86,15 @@ describe('Postgres answers lost on an open connection', () => {
     const target = new URL(inject('databaseUrl'))
     proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
     target.port = String(proxy.port)
-    // One pooled connection: every query goes to the one whose answer gets lost.
-    node = await startTestNode({ DATABASE_URL: target.toString(), DB_POOL_MAX: '1', DB_SILENCE_TIMEOUT_MS: '1000' })
+    // One pooled connection: every query goes to the one whose answer gets lost (no workers role, whose
+    // scheduler would keep a connection of its own).
+    node = await startTestNode({
+      DATABASE_URL: target.toString(),
+      NAMESPACE: `${inject('namespace')}_silent`,
+      ROLES: 'gateway,actors',
+      DB_POOL_MAX: '1',
+      DB_SILENCE_TIMEOUT_MS: '1000',
+    })
   })
   afterAll(async () => {
     await proxy.close()

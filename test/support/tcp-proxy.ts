@@ -5,7 +5,11 @@ export interface TcpProxy {
   port: number
   /** Stops accepting and destroys every open connection: the dependency looks dead. */
   cut(): Promise<void>
-  /** Keeps every connection open but forwards nothing either way: a silent network partition. */
+  /**
+   * Keeps every connection open but forwards nothing either way: a silent network partition. A connection
+   * that loses bytes stays silent for good, even after `restore` (as behind a NAT or firewall that forgot
+   * it): dropping part of a stream and forwarding the rest would garble the protocol, which TCP never does.
+   */
   blackhole(): void
   restore(): Promise<void>
   close(): Promise<void>
@@ -28,8 +32,13 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
         }
         client.on('error', drop).on('close', drop)
         upstream.on('error', drop).on('close', drop)
-        client.on('data', (chunk: Buffer) => dropping || upstream.write(chunk))
-        upstream.on('data', (chunk: Buffer) => dropping || client.write(chunk))
+        let lost = false
+        const forward = (to: Socket) => (chunk: Buffer) => {
+          if (dropping) lost = true
+          if (!lost) to.write(chunk)
+        }
+        client.on('data', forward(upstream))
+        upstream.on('data', forward(client))
       })
       server.once('error', reject)
       server.listen(port, '127.0.0.1', () => {
