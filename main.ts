@@ -202,7 +202,25 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
       })
     : undefined
   const scheduler = config.roles.has('workers')
-    ? startScheduler({ sql, nc: natsConn, names, queue: jobs, schedules: options.schedules ?? [], log, intervalMs: config.schedulerIntervalMs, timeoutMs: config.askTimeoutMs })
+    ? startScheduler({
+        sql,
+        // The lease's own connection, beside the pool: kept open for good, since the lock lives in its session.
+        leaseSql: createSql({
+          url: config.databaseUrl,
+          max: 1,
+          applicationName: `actorbase-${config.nodeId}-lease`,
+          silenceTimeoutMs: config.dbSilenceTimeoutMs,
+          idleTimeoutSeconds: 0,
+          maxLifetimeSeconds: 0,
+        }),
+        nc: natsConn,
+        names,
+        queue: jobs,
+        schedules: options.schedules ?? [],
+        log,
+        intervalMs: config.schedulerIntervalMs,
+        timeoutMs: config.askTimeoutMs,
+      })
     : undefined
 
   const timeout = config.healthTimeoutMs

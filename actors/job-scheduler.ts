@@ -4,15 +4,11 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import { CronExpressionParser } from 'cron-parser'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
-import { isConnectionError } from '../core/errors.js'
 import { withTimeout } from '../core/timeout.js'
 import { dueDelayedJobs, leftoverJobs, markJobsPublished } from '../storage/job-records.js'
 import type { Sql } from '../storage/postgres.js'
 import { publishJob, type JobQueue, type JobRequest } from './job-queue.js'
 
-class Unanswered extends Error {}
-
-type Reserved = Awaited<ReturnType<Sql['reserve']>>
 
 /** A schedule declared in code: standard five-field cron, in a time zone. */
 export interface CronSchedule {
@@ -26,6 +22,12 @@ export interface CronSchedule {
 
 export interface SchedulerOptions {
   sql: Sql
+  /**
+   * A client of one connection for the lease alone (never shared, never idle-closed): the advisory lock
+   * belongs to its session, so no late answer or replaced connection can leak the lock into another user's
+   * session, and closing this client at stop gives the lock back.
+   */
+  leaseSql: Sql
   nc: NatsConnection
   names: Names
   queue: JobQueue
@@ -33,10 +35,7 @@ export interface SchedulerOptions {
   log: Logger
   /** How often the leader publishes due jobs and checks schedules. */
   intervalMs: number
-  /**
-   * A pass (or the lease check) with no answer by then is given up, so one statement Postgres never answers
-   * cannot hold up every later pass or the node's shutdown.
-   */
+  /** A lease check with no answer by then ends this node's lead for the pass; shutdown waits no longer for a pass. */
   timeoutMs?: number
 }
 
@@ -51,67 +50,30 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   const lockKey = BigInt.asIntN(64, BigInt(`0x${createHash('sha256').update(`actorbase:scheduler:${o.names.namespace}`).digest('hex').slice(0, 16)}`))
   const js = jetstream(o.nc, { timeout: 5_000 })
   const known = o.queue.definitions.map((d) => d.name)
-  let held: { conn: Reserved; pid: number } | undefined
   let leader = false
   let stopped = false
   /** The pass in flight: a tick that comes while one runs is skipped, so passes never overlap. */
   let pass: Promise<void> | undefined
   const timeoutMs = o.timeoutMs ?? 5_000
-  const lockId = lockKey.toString()
+  // pg_locks shows a bigint advisory key as its high and low 32 bits (classid, objid) with objsubid 1.
+  const unsigned = BigInt.asUintN(64, lockKey)
+  const [hi, lo] = [(unsigned >> 32n).toString(), (unsigned & 0xffffffffn).toString()]
 
   /**
-   * What to do with a lock connection once its statement settles: a late answer (after we gave up on it)
-   * gives the lock back and the connection to the pool; a connection Postgres closed is already back in the
-   * pool (releasing it again would put a dead one there). One that never answers is closed by the pool's
-   * silence limit, and the lock ends with its session.
+   * Asks whether the lease session holds the lock, and takes it if free. Asking the same question every pass
+   * makes a late answer harmless, and it tells the truth after the lease client reconnected (a new session
+   * holds nothing until it takes the lock again).
    */
-  const settleLater = (conn: Reserved, statement: Promise<unknown>) =>
-    statement.then(
-      () =>
-        conn`select pg_advisory_unlock(${lockId}::bigint)`.then(
-          () => conn.release(),
-          () => undefined,
-        ),
-      (err: unknown) => (isConnectionError(err) ? undefined : conn.release()),
-    )
-
   const lead = async (): Promise<boolean> => {
-    if (!held) {
-      const conn = await o.sql.reserve()
-      const attempt = conn<{ ok: boolean; pid: number }[]>`select pg_try_advisory_lock(${lockId}::bigint) as ok, pg_backend_pid() as pid`.execute()
-      let row: { ok: boolean; pid: number } | undefined
-      try {
-        ;[row] = await withTimeout(attempt, timeoutMs, 'scheduler lock', () => new Unanswered('the scheduler lock got no answer'))
-      } catch (err) {
-        if (err instanceof Unanswered) void settleLater(conn, attempt)
-        else if (!isConnectionError(err)) conn.release()
-        throw err
-      }
-      if (!row?.ok) {
-        conn.release()
-        return false
-      }
-      held = { conn, pid: row.pid }
-      o.log.info({ namespace: o.names.namespace }, 'job scheduler: this node leads')
-      return true
-    }
-    // Still the same session means still holding the lock: a connection the pool replaced lost it.
-    const h = held
-    const check = h.conn<{ pid: number }[]>`select pg_backend_pid() as pid`.execute()
-    try {
-      const [row] = await withTimeout(check, timeoutMs, 'scheduler lease check', () => new Unanswered('the scheduler lease check got no answer'))
-      if (row?.pid === h.pid) return true
-      held = undefined
-      h.conn.release()
-      o.log.warn({ namespace: o.names.namespace }, 'job scheduler: lost the lease (new Postgres session)')
-      return false
-    } catch (err) {
-      held = undefined
-      o.log.warn({ err }, 'job scheduler: lost the lease')
-      if (err instanceof Unanswered) void settleLater(h.conn, check)
-      else if (!isConnectionError(err)) h.conn.release()
-      return false
-    }
+    const [row] = await withTimeout(
+      o.leaseSql<{ ok: boolean }[]>`
+        select case when exists (select 1 from pg_locks where locktype = 'advisory' and granted and pid = pg_backend_pid()
+                                   and classid = ${hi}::oid and objid = ${lo}::oid and objsubid = 1)
+                    then true else pg_try_advisory_lock(${lockKey.toString()}::bigint) end as ok`.execute(),
+      timeoutMs,
+      'scheduler lease check',
+    )
+    return row?.ok === true
   }
 
   let leftoversAt = 0
@@ -152,11 +114,13 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   }
 
   const tick = async () => {
+    const was = leader
     leader = await lead().catch((err: unknown) => {
-      o.log.warn({ err }, 'job scheduler: lease not taken')
+      o.log.warn({ err }, 'job scheduler: lease not confirmed')
       return false
     })
-    if (!leader) return
+    if (leader !== was) o.log.info({ namespace: o.names.namespace }, leader ? 'job scheduler: this node leads' : 'job scheduler: this node no longer leads')
+    if (!leader || stopped) return
     await dispatch().catch((err: unknown) => o.log.warn({ err }, 'due jobs not dispatched'))
     for (const s of o.schedules) await fire(s).catch((err: unknown) => o.log.warn({ err, schedule: s.name }, 'cron tick not fired'))
   }
@@ -179,18 +143,9 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
       clearInterval(timer)
       // Shutdown does not wait longer than this for a pass stuck on a silent Postgres.
       if (pass) await withTimeout(pass, timeoutMs, 'scheduler pass').catch(() => undefined)
-      const h = held
-      held = undefined
-      if (h) {
-        const unlock = h.conn`select pg_advisory_unlock(${lockId}::bigint)`.execute()
-        await withTimeout(unlock, timeoutMs, 'scheduler unlock', () => new Unanswered('the scheduler unlock got no answer')).then(
-          () => h.conn.release(),
-          (err: unknown) => {
-            // Unanswered: left to the silence limit, and the lock ends with the session.
-            if (!(err instanceof Unanswered) && !isConnectionError(err)) h.conn.release()
-          },
-        )
-      }
+      leader = false
+      // The lock ends with the lease session.
+      await o.leaseSql.end({ timeout: 1 })
     },
   }
 }

@@ -59,7 +59,8 @@ export const EnvSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(300_000).default(10_000),
   STARTUP_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(15_000),
   DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10),
-  DB_SILENCE_TIMEOUT_MS: z.coerce.number().int().min(0).max(3_600_000).default(30_000),
+  // No "never": the job worker and scheduler rely on it to end a statement whose answer was lost.
+  DB_SILENCE_TIMEOUT_MS: z.coerce.number().int().min(500).max(3_600_000).default(30_000),
   HEALTH_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
   EVENTS_MAX_AGE_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
   EVENTS_MAX_PER_CHANNEL: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
@@ -129,7 +130,7 @@ export interface Config {
   shutdownTimeoutMs: number
   startupTimeoutMs: number
   dbPoolMax: number
-  /** A pooled Postgres connection silent this long while a query waits is destroyed (0: never). */
+  /** A pooled Postgres connection silent this long while a query waits is destroyed. */
   dbSilenceTimeoutMs: number
   healthTimeoutMs: number
   eventsMaxAgeHours: number
@@ -191,10 +192,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`)
   }
   const e = parsed.data
-  // The scheduler keeps one pooled connection for its lease: with only one, nothing else could ever run.
-  if (e.ROLES.includes('workers') && e.DB_POOL_MAX < 2) {
-    throw new ConfigError('invalid configuration: DB_POOL_MAX: must be at least 2 with the workers role (its scheduler holds one connection)')
-  }
   return {
     port: e.PORT,
     host: e.HOST,

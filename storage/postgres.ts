@@ -25,6 +25,10 @@ export interface PostgresOptions {
    * TCP gives up after many minutes. 0: never (migrations, whose statements may be long and quiet).
    */
   silenceTimeoutMs?: number
+  /** Seconds an idle connection stays open (default 60; 0: for ever). */
+  idleTimeoutSeconds?: number
+  /** Seconds before a connection is replaced (default 30 min; 0: never). */
+  maxLifetimeSeconds?: number
 }
 
 export function createSql(options: PostgresOptions, registry?: Registry): Sql {
@@ -38,8 +42,8 @@ export function createSql(options: PostgresOptions, registry?: Registry): Sql {
     max: options.max,
     connect_timeout: options.connectTimeoutSeconds ?? 5,
     silence_timeout: options.silenceTimeoutMs ? options.silenceTimeoutMs / 1000 : null,
-    idle_timeout: 60,
-    max_lifetime: 30 * 60,
+    idle_timeout: (options.idleTimeoutSeconds ?? 60) || undefined,
+    max_lifetime: (options.maxLifetimeSeconds ?? 30 * 60) || null,
     connection: { application_name: options.applicationName },
     onnotice: () => {},
     onclose: () => closed?.inc(),

@@ -46,15 +46,11 @@ describe('configuration', () => {
     ['CORS_ORIGINS', 'https://app.example.com/path'],
     ['LOG_LEVEL', 'loud'],
     ['MIGRATE_ON_START', 'maybe'],
+    ['DB_SILENCE_TIMEOUT_MS', '0'],
     ['NODE_ID', 'spaces are bad'],
   ])('a bad %s (%s) is refused with a message naming it', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(ConfigError)
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^invalid configuration: ${name}: `))
-  })
-
-  test('a one-connection pool is refused for a workers node, whose scheduler holds a connection, and allowed otherwise', () => {
-    expect(() => loadConfig({ DB_POOL_MAX: '1' })).toThrow(/^invalid configuration: DB_POOL_MAX: .*workers/)
-    expect(loadConfig({ DB_POOL_MAX: '1', ROLES: 'gateway,actors' }).dbPoolMax).toBe(1)
   })
 
   test('every bad variable is named at once', () => {

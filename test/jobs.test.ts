@@ -277,6 +277,24 @@ describe('priorities', () => {
 })
 
 describe('cron', () => {
+  test('a scheduler whose lease session is killed takes the lease again, and delayed jobs still go out', async () => {
+    const holder = async () =>
+      (
+        await node.sql<{ pid: number }[]>`
+          select l.pid from pg_locks l join pg_database d on d.oid = l.database
+          where l.locktype = 'advisory' and l.granted and d.datname = current_database()`
+      ).map((r) => r.pid)
+    const [before] = await eventually(holder, (pids) => pids.length === 1, 5_000, 'a scheduler to hold the lease')
+    await node.sql`select pg_terminate_backend(${before!})`
+    const [after] = await eventually(holder, (pids) => pids.length === 1 && pids[0] !== before, 5_000, 'the lease to be taken again')
+    expect(after).not.toBe(before)
+    // The lease lives on a connection of its own: the pool's queries and transactions carry on untouched.
+    const label = `after-lease-${randomUUID()}`
+    const job = await node.jobs.enqueue({ name: 'test.record', payload: { label }, runAt: new Date(Date.now() + 300) })
+    await until(job.id, 'succeeded', 5_000)
+    expect(await runsOf(label)).toHaveLength(1)
+  })
+
   test('with two scheduler nodes each tick fires once, and a missed stretch catches up once', async () => {
     const name = `every-second-${randomUUID().slice(0, 6)}`
     const label = `cron-${name}`
