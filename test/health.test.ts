@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { startTestNode, type TestNode } from './support/node.js'
 import { eventually } from './support/eventually.js'
 import { natsUrl, redisUrl } from './support/services.js'
-import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js'
+import { proxyFor, type TcpProxy } from './support/tcp-proxy.js'
 
 describe('health endpoints', () => {
   let node: TestNode
@@ -39,10 +39,9 @@ describe('Postgres outage', () => {
   let proxy: TcpProxy
   let node: TestNode
   beforeAll(async () => {
-    const target = new URL(inject('databaseUrl'))
-    proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
-    target.port = String(proxy.port)
-    node = await startTestNode({ DATABASE_URL: target.toString() })
+    let url: string
+    ;({ proxy, url } = await proxyFor(inject('databaseUrl'), 5432))
+    node = await startTestNode({ DATABASE_URL: url })
   })
   afterAll(async () => {
     await node.shutdown()
@@ -83,13 +82,12 @@ describe('Postgres answers lost on an open connection', () => {
   let proxy: TcpProxy
   let node: TestNode
   beforeAll(async () => {
-    const target = new URL(inject('databaseUrl'))
-    proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
-    target.port = String(proxy.port)
+    let url: string
+    ;({ proxy, url } = await proxyFor(inject('databaseUrl'), 5432))
     // One pooled connection: every query goes to the one whose answer gets lost (no workers role, whose
     // scheduler would keep a connection of its own).
     node = await startTestNode({
-      DATABASE_URL: target.toString(),
+      DATABASE_URL: url,
       NAMESPACE: `${inject('namespace')}_silent`,
       ROLES: 'gateway,actors',
       DB_POOL_MAX: '1',
@@ -127,10 +125,9 @@ describe.each([
   let proxy: TcpProxy
   let node: TestNode
   beforeAll(async () => {
-    const target = new URL(variable === 'REDIS_URL' ? redisUrl : natsUrl)
-    proxy = await startTcpProxy(target.hostname, Number(target.port))
-    target.port = String(proxy.port)
-    node = await startTestNode({ [variable]: target.toString() })
+    let url: string
+    ;({ proxy, url } = await proxyFor(variable === 'REDIS_URL' ? redisUrl : natsUrl, variable === 'REDIS_URL' ? 6379 : 4222))
+    node = await startTestNode({ [variable]: url })
   })
   afterAll(async () => {
     await node.shutdown()

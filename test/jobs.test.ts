@@ -10,7 +10,7 @@ import { bearer, problem, register } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
 import { call, createOrg, expectJson } from './support/orgs.js'
 import { scratchDatabase } from './support/services.js'
-import { startTcpProxy } from './support/tcp-proxy.js'
+import { proxyFor } from './support/tcp-proxy.js'
 import { createTestJobTables, testJobs } from './support/test-jobs.js'
 
 // The jobs suite has a database of its own: every scheduler scans its database for due jobs.
@@ -101,11 +101,9 @@ describe('enqueueing', () => {
 
 describe('Postgres outage', () => {
   test('an enqueue while Postgres does not answer fails with unavailable within the ask timeout, writes nothing, and does not hold up the next', async () => {
-    const target = new URL(db.url)
-    const proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
-    target.port = String(proxy.port)
+    const { proxy, url } = await proxyFor(db.url, 5432)
     // A gateway: it enqueues; the suite's node runs the jobs.
-    const gateway = await startTestNode({ DATABASE_URL: target.toString(), NAMESPACE: namespace, ROLES: 'gateway', ASK_TIMEOUT_MS: '1000' }, { jobs: ({ sql }) => testJobs(sql) })
+    const gateway = await startTestNode({ DATABASE_URL: url, NAMESPACE: namespace, ROLES: 'gateway', ASK_TIMEOUT_MS: '1000' }, { jobs: ({ sql }) => testJobs(sql) })
     try {
       const before = await gateway.jobs.enqueue({ name: 'test.record', payload: { label: `before-${randomUUID()}` } })
       await until(before.id, 'succeeded')
@@ -126,11 +124,9 @@ describe('Postgres outage', () => {
   test('a worker whose Postgres answers are lost mid-job is not wedged: the silent connections are closed, and the job ends succeeded once Postgres answers', async () => {
     // A database and namespace of their own, so that only this worker, behind the proxy, runs the job.
     const own = await scratchDatabase(inject('databaseUrl'))
-    const target = new URL(own.url)
-    const proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
-    target.port = String(proxy.port)
+    const { proxy, url } = await proxyFor(own.url, 5432)
     const worker = await startTestNode(
-      { DATABASE_URL: target.toString(), NAMESPACE: `${namespace}_silent`, ASK_TIMEOUT_MS: '1000', JOB_ACK_WAIT_MS: '2000', SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '2000', DB_SILENCE_TIMEOUT_MS: '1000' },
+      { DATABASE_URL: url, NAMESPACE: `${namespace}_silent`, ASK_TIMEOUT_MS: '1000', JOB_ACK_WAIT_MS: '2000', SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '2000', DB_SILENCE_TIMEOUT_MS: '1000' },
       { jobs: ({ sql }) => testJobs(sql) },
     )
     const direct = postgres(own.url, { max: 1, onnotice: () => {} })

@@ -4,7 +4,7 @@ import { counterKind, ensureCounterTable } from './support/counter-kind.js'
 import { eventually } from './support/eventually.js'
 import { startTestNode, type TestNode } from './support/node.js'
 import { natsUrl } from './support/services.js'
-import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js'
+import { proxyFor, type TcpProxy } from './support/tcp-proxy.js'
 
 // Node `cut` reaches NATS through a proxy the test can silence; `healthy` and the gateway `caller` go direct.
 const TTL = 2_000
@@ -16,10 +16,9 @@ let healthy: TestNode
 let caller: TestNode
 
 beforeAll(async () => {
-  const target = new URL(natsUrl)
-  proxy = await startTcpProxy(target.hostname, Number(target.port))
-  target.port = String(proxy.port)
-  cut = await startTestNode({ ...env(), NATS_URL: target.toString() }, { kinds })
+  let url: string
+  ;({ proxy, url } = await proxyFor(natsUrl, 4222))
+  cut = await startTestNode({ ...env(), NATS_URL: url }, { kinds })
   await ensureCounterTable(cut.sql)
   healthy = await startTestNode(env(), { kinds })
   caller = await startTestNode({ ...env(), ROLES: 'gateway' })

@@ -3,7 +3,7 @@ import { eventually } from './support/eventually.js'
 import { bearer, problem, register } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
 import { call, createOrg, createProject, expectJson, type Auth, type ProjectView } from './support/orgs.js'
-import { startTcpProxy, type TcpProxy } from './support/tcp-proxy.js'
+import { proxyFor, type TcpProxy } from './support/tcp-proxy.js'
 
 let a: TestNode
 let b: TestNode
@@ -214,10 +214,9 @@ describe('Postgres outage', () => {
   let proxy: TcpProxy
   let node: TestNode
   beforeAll(async () => {
-    const target = new URL(inject('databaseUrl'))
-    proxy = await startTcpProxy(target.hostname, Number(target.port || 5432))
-    target.port = String(proxy.port)
-    node = await startTestNode({ NAMESPACE: `${inject('namespace')}_projdb`, DATABASE_URL: target.toString() })
+    let url: string
+    ;({ proxy, url } = await proxyFor(inject('databaseUrl'), 5432))
+    node = await startTestNode({ NAMESPACE: `${inject('namespace')}_projdb`, DATABASE_URL: url })
   })
   afterAll(async () => {
     await node.shutdown()

@@ -69,3 +69,11 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
     },
   }
 }
+
+/** A proxy in front of the service at `url`, and that URL pointed at the proxy (`defaultPort` when it names none). */
+export async function proxyFor(url: string, defaultPort: number): Promise<{ proxy: TcpProxy; url: string }> {
+  const target = new URL(url)
+  const proxy = await startTcpProxy(target.hostname, Number(target.port || defaultPort))
+  target.port = String(proxy.port)
+  return { proxy, url: target.toString() }
+}
