@@ -37,6 +37,12 @@ export interface SchedulerOptions {
   intervalMs: number
   /** A lease check with no answer by then ends this node's lead for the pass; shutdown waits no longer for a pass. */
   timeoutMs?: number
+  /**
+   * The lease client's application name, unique to this node: after a lease check failed while leading,
+   * this node ends its own earlier lease sessions that Postgres still keeps (and with them the lock), rather
+   * than leaving the cluster without a leader until Postgres notices they are gone.
+   */
+  leaseApplicationName?: string
 }
 
 /**
@@ -113,12 +119,38 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
     o.log.info({ schedule: s.name, tick: latest.toISOString(), catchUp: missedSeveral }, 'cron tick fired')
   }
 
+  // Set when a lease check fails while leading: the session that held the lock may live on in Postgres.
+  let stale = false
+  const endStaleSessions = async (): Promise<number> => {
+    if (!o.leaseApplicationName) return 0
+    const [row] = await withTimeout(
+      o.leaseSql<{ ended: number }[]>`
+        select count(*) filter (where pg_terminate_backend(pid))::int as ended from pg_stat_activity
+        where application_name = ${o.leaseApplicationName} and pid <> pg_backend_pid() and datname = current_database()`.execute(),
+      timeoutMs,
+      'ending stale lease sessions',
+    )
+    return row?.ended ?? 0
+  }
+
   const tick = async () => {
     const was = leader
     leader = await lead().catch((err: unknown) => {
       o.log.warn({ err }, 'job scheduler: lease not confirmed')
+      if (was) stale = true
       return false
     })
+    if (!leader && stale && !stopped) {
+      const ended = await endStaleSessions().catch((err: unknown) => {
+        o.log.warn({ err }, 'job scheduler: earlier lease sessions not ended')
+        return -1
+      })
+      if (ended >= 0) stale = false
+      if (ended > 0) {
+        o.log.warn({ ended }, 'job scheduler: ended an earlier lease session of this node that Postgres still kept')
+        leader = await lead().catch(() => false)
+      }
+    }
     if (leader !== was) o.log.info({ namespace: o.names.namespace }, leader ? 'job scheduler: this node leads' : 'job scheduler: this node no longer leads')
     if (!leader || stopped) return
     await dispatch().catch((err: unknown) => o.log.warn({ err }, 'due jobs not dispatched'))

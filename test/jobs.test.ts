@@ -4,6 +4,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { AppError } from '../core/errors.js'
+import { createLogger } from '../core/log.js'
 import { logLine, spawnChild } from './support/child.js'
 import { eventually } from './support/eventually.js'
 import { bearer, problem, register } from './support/identity.js'
@@ -290,6 +291,49 @@ describe('cron', () => {
     await until(job.id, 'succeeded', 5_000)
     expect(await runsOf(label)).toHaveLength(1)
   })
+
+  test('a node whose lease went silent ends its own earlier lease session once Postgres answers, and leads again', async () => {
+    const own = await scratchDatabase(inject('databaseUrl'))
+    const { proxy, url } = await proxyFor(own.url, 5432)
+    const lines: string[] = []
+    const log = createLogger({ level: 'info', pretty: false, nodeId: 'lease-test' }, { write: (line: string) => void lines.push(line) })
+    const said = (text: string) => eventually(async () => lines.some((l) => l.includes(text)), Boolean, 10_000, `the log to say "${text}"`)
+    const leader = await startTestNode(
+      { DATABASE_URL: url, NAMESPACE: `${namespace}_lease`, ASK_TIMEOUT_MS: '1000', DB_SILENCE_TIMEOUT_MS: '1000', SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '2000' },
+      { jobs: ({ sql }) => testJobs(sql), log },
+    )
+    const direct = postgres(own.url, { max: 1, onnotice: () => {} })
+    const holder = async () =>
+      (
+        await direct<{ pid: number }[]>`
+          select l.pid from pg_locks l join pg_database d on d.oid = l.database
+          where l.locktype = 'advisory' and l.granted and d.datname = current_database()`
+      ).map((r) => r.pid)
+    try {
+      const [first] = await eventually(holder, (pids) => pids.length === 1, 5_000, 'the node to lead')
+      proxy.blackhole()
+      await said('lease not confirmed')
+      await proxy.restore()
+      // Postgres still keeps the silent session, and its lock: only this node knows that session is its own.
+      const [next] = await eventually(holder, (pids) => pids.length === 1 && pids[0] !== first, 10_000, 'the node to lead on a new session')
+      expect(next).not.toBe(first)
+      await said('ended an earlier lease session of this node')
+      await createTestJobTables(direct)
+      const label = `lease-back-${randomUUID()}`
+      const job = await leader.jobs.enqueue({ name: 'test.record', payload: { label }, runAt: new Date(Date.now() + 300) })
+      await eventually(
+        () => direct<{ status: string }[]>`select status from jobs where id = ${job.id}`,
+        (rows) => rows[0]?.status === 'succeeded',
+        10_000,
+        'the delayed job to run',
+      )
+    } finally {
+      await proxy.close()
+      await leader.shutdown().catch(() => undefined)
+      await direct.end({ timeout: 1 })
+      await own.drop()
+    }
+  }, 40_000)
 
   test('with two scheduler nodes each tick fires once, and a missed stretch catches up once', async () => {
     const name = `every-second-${randomUUID().slice(0, 6)}`

@@ -9,6 +9,7 @@ export interface TcpProxy {
    * Keeps every connection open but forwards nothing either way: a silent network partition. A connection
    * that loses bytes stays silent for good, even after `restore` (as behind a NAT or firewall that forgot
    * it): dropping part of a stream and forwarding the rest would garble the protocol, which TCP never does.
+   * Its close is lost as well: the far side keeps its end open until the proxy closes.
    */
   blackhole(): void
   restore(): Promise<void>
@@ -24,15 +25,20 @@ export async function startTcpProxy(targetHost: string, targetPort: number): Pro
       server = createServer((client) => {
         const upstream = connect(targetPort, targetHost)
         sockets.add(client).add(upstream)
-        const drop = () => {
-          client.destroy()
-          upstream.destroy()
-          sockets.delete(client)
-          sockets.delete(upstream)
-        }
-        client.on('error', drop).on('close', drop)
-        upstream.on('error', drop).on('close', drop)
         let lost = false
+        // One side closing closes the other, unless the connection went silent: then its close is lost too,
+        // and the other side stays open until the proxy closes (a peer that vanished behind a partition).
+        const drop = (side: Socket) => () => {
+          side.destroy()
+          sockets.delete(side)
+          if (lost) return
+          for (const other of [client, upstream]) {
+            other.destroy()
+            sockets.delete(other)
+          }
+        }
+        client.on('error', drop(client)).on('close', drop(client))
+        upstream.on('error', drop(upstream)).on('close', drop(upstream))
         const forward = (to: Socket) => (chunk: Buffer) => {
           if (dropping) lost = true
           if (!lost) to.write(chunk)
