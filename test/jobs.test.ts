@@ -4,7 +4,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { AppError } from '../core/errors.js'
-import { createLogger } from '../core/log.js'
+import { createLogger, type Logger } from '../core/log.js'
 import { logLine, spawnChild } from './support/child.js'
 import { eventually } from './support/eventually.js'
 import { bearer, problem, register } from './support/identity.js'
@@ -53,6 +53,42 @@ async function startWorkerProcess(extra: Record<string, string> = {}): Promise<C
 const statusOf = async (id: string) => (await node.sql<{ status: string; attempts: number }[]>`select status, attempts from jobs where id = ${id}`)[0]
 const runsOf = async (label: string) => node.sql<{ startedAt: Date }[]>`select started_at as "startedAt" from test_job_runs where label = ${label} order by id`
 const until = (id: string, status: string, timeoutMs = 10_000) => eventually(() => statusOf(id), (s) => s?.status === status, timeoutMs, `job ${id} to be ${status}`)
+
+/** Which sessions hold an advisory lock (the scheduler's lease) in the database `sql` is connected to. */
+const leaseHolders = async (sql: postgres.Sql) =>
+  (
+    await sql<{ pid: number }[]>`
+      select l.pid from pg_locks l join pg_database d on d.oid = l.database
+      where l.locktype = 'advisory' and l.granted and d.datname = current_database()`
+  ).map((r) => r.pid)
+
+/**
+ * A node reaching Postgres through a proxy the test can silence, with a database and namespace of its own (so
+ * only it runs what it enqueues), and a direct connection to that database for the test's own reads.
+ */
+async function nodeBehindProxy(suffix: string, extra: Record<string, string>, options: { log?: Logger } = {}) {
+  const own = await scratchDatabase(inject('databaseUrl'))
+  const { proxy, url } = await proxyFor(own.url, 5432)
+  const n = await startTestNode(
+    { DATABASE_URL: url, NAMESPACE: `${namespace}_${suffix}`, SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '2000', ...extra },
+    { jobs: ({ sql }) => testJobs(sql), ...options },
+  )
+  const direct = postgres(own.url, { max: 1, onnotice: () => {} })
+  await createTestJobTables(direct)
+  return {
+    node: n,
+    proxy,
+    direct,
+    succeeded: (id: string, what: string) =>
+      eventually(() => direct<{ status: string }[]>`select status from jobs where id = ${id}`, (rows) => rows[0]?.status === 'succeeded', 10_000, what),
+    async close() {
+      await proxy.close()
+      await n.shutdown().catch(() => undefined)
+      await direct.end({ timeout: 1 })
+      await own.drop()
+    },
+  }
+}
 
 describe('enqueueing', () => {
   test('a payload that fails its schema is refused at enqueue and nothing is written', async () => {
@@ -123,16 +159,12 @@ describe('Postgres outage', () => {
     }
   }, 20_000)
   test('a worker whose Postgres answers are lost mid-job is not wedged: the silent connections are closed, and the job ends succeeded once Postgres answers', async () => {
-    // A database and namespace of their own, so that only this worker, behind the proxy, runs the job.
-    const own = await scratchDatabase(inject('databaseUrl'))
-    const { proxy, url } = await proxyFor(own.url, 5432)
-    const worker = await startTestNode(
-      { DATABASE_URL: url, NAMESPACE: `${namespace}_silent`, ASK_TIMEOUT_MS: '1000', JOB_ACK_WAIT_MS: '2000', SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '2000', DB_SILENCE_TIMEOUT_MS: '1000' },
-      { jobs: ({ sql }) => testJobs(sql) },
-    )
-    const direct = postgres(own.url, { max: 1, onnotice: () => {} })
+    const { node: worker, proxy, direct, succeeded, close } = await nodeBehindProxy('silent', {
+      ASK_TIMEOUT_MS: '1000',
+      JOB_ACK_WAIT_MS: '2000',
+      DB_SILENCE_TIMEOUT_MS: '1000',
+    })
     try {
-      await createTestJobTables(direct)
       const label = `silent-${randomUUID()}`
       const job = await worker.jobs.enqueue({ name: 'test.record', payload: { label, sleepMs: 200 } })
       await eventually(() => direct`select 1 from test_job_runs where label = ${label}`, (rows) => rows.length === 1, 5_000, 'the job to start')
@@ -146,19 +178,10 @@ describe('Postgres outage', () => {
       await eventually(consumer, (c) => c.num_redelivered > 0, 10_000, 'the job to be delivered again')
       await proxy.restore()
       // Without the silence limit the worker's writes would queue for ever behind the lost one.
-      const done = await eventually(
-        () => direct<{ status: string }[]>`select status from jobs where id = ${job.id}`,
-        (rows) => rows[0]?.status === 'succeeded',
-        10_000,
-        'the job to be recorded succeeded',
-      )
-      expect(done[0]!.status).toBe('succeeded')
+      await succeeded(job.id, 'the job to be recorded succeeded')
       expect((await direct`select 1 from test_job_runs where label = ${label}`).length).toBeLessThanOrEqual(2)
     } finally {
-      await proxy.close()
-      await worker.shutdown().catch(() => undefined)
-      await direct.end({ timeout: 1 })
-      await own.drop()
+      await close()
     }
   }, 30_000)
 })
@@ -275,12 +298,7 @@ describe('priorities', () => {
 
 describe('cron', () => {
   test('a scheduler whose lease session is killed takes the lease again, and delayed jobs still go out', async () => {
-    const holder = async () =>
-      (
-        await node.sql<{ pid: number }[]>`
-          select l.pid from pg_locks l join pg_database d on d.oid = l.database
-          where l.locktype = 'advisory' and l.granted and d.datname = current_database()`
-      ).map((r) => r.pid)
+    const holder = () => leaseHolders(node.sql)
     const [before] = await eventually(holder, (pids) => pids.length === 1, 5_000, 'a scheduler to hold the lease')
     await node.sql`select pg_terminate_backend(${before!})`
     const [after] = await eventually(holder, (pids) => pids.length === 1 && pids[0] !== before, 5_000, 'the lease to be taken again')
@@ -293,22 +311,11 @@ describe('cron', () => {
   })
 
   test('a node whose lease went silent ends its own earlier lease session once Postgres answers, and leads again', async () => {
-    const own = await scratchDatabase(inject('databaseUrl'))
-    const { proxy, url } = await proxyFor(own.url, 5432)
     const lines: string[] = []
     const log = createLogger({ level: 'info', pretty: false, nodeId: 'lease-test' }, { write: (line: string) => void lines.push(line) })
     const said = (text: string) => eventually(async () => lines.some((l) => l.includes(text)), Boolean, 10_000, `the log to say "${text}"`)
-    const leader = await startTestNode(
-      { DATABASE_URL: url, NAMESPACE: `${namespace}_lease`, ASK_TIMEOUT_MS: '1000', DB_SILENCE_TIMEOUT_MS: '1000', SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '2000' },
-      { jobs: ({ sql }) => testJobs(sql), log },
-    )
-    const direct = postgres(own.url, { max: 1, onnotice: () => {} })
-    const holder = async () =>
-      (
-        await direct<{ pid: number }[]>`
-          select l.pid from pg_locks l join pg_database d on d.oid = l.database
-          where l.locktype = 'advisory' and l.granted and d.datname = current_database()`
-      ).map((r) => r.pid)
+    const { node: leader, proxy, direct, succeeded, close } = await nodeBehindProxy('lease', { ASK_TIMEOUT_MS: '1000', DB_SILENCE_TIMEOUT_MS: '1000' }, { log })
+    const holder = () => leaseHolders(direct)
     try {
       const [first] = await eventually(holder, (pids) => pids.length === 1, 5_000, 'the node to lead')
       proxy.blackhole()
@@ -318,20 +325,11 @@ describe('cron', () => {
       const [next] = await eventually(holder, (pids) => pids.length === 1 && pids[0] !== first, 10_000, 'the node to lead on a new session')
       expect(next).not.toBe(first)
       await said('ended an earlier lease session of this node')
-      await createTestJobTables(direct)
       const label = `lease-back-${randomUUID()}`
       const job = await leader.jobs.enqueue({ name: 'test.record', payload: { label }, runAt: new Date(Date.now() + 300) })
-      await eventually(
-        () => direct<{ status: string }[]>`select status from jobs where id = ${job.id}`,
-        (rows) => rows[0]?.status === 'succeeded',
-        10_000,
-        'the delayed job to run',
-      )
+      await succeeded(job.id, 'the delayed job to run')
     } finally {
-      await proxy.close()
-      await leader.shutdown().catch(() => undefined)
-      await direct.end({ timeout: 1 })
-      await own.drop()
+      await close()
     }
   }, 40_000)
 
