@@ -205,11 +205,11 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     ? startScheduler({
         sql,
         // The lease's own connection, beside the pool: kept open for good, since the lock lives in its session.
-        leaseApplicationName: leaseApplicationName(config.nodeId),
         leaseSql: createSql({
           url: config.databaseUrl,
           max: 1,
-          applicationName: leaseApplicationName(config.nodeId),
+          // This node's alone (the scheduler finds its own earlier lease sessions by it); Postgres keeps 63 bytes.
+          applicationName: `actorbase-${config.nodeId}-lease`.slice(0, 63),
           silenceTimeoutMs: config.dbSilenceTimeoutMs,
           idleTimeoutSeconds: 0,
           maxLifetimeSeconds: 0,
@@ -326,11 +326,6 @@ async function retryUntil<T>(deadline: number, what: string, where: string, atte
   } while (Date.now() < deadline)
   const reason = last instanceof Error ? last.message : String(last)
   throw new StartupError(`cannot reach ${what} at ${where}: ${reason}`, { cause: last })
-}
-
-/** Postgres keeps 63 bytes of an application name: the node id's random end stays, the suffix goes first. */
-function leaseApplicationName(nodeId: string): string {
-  return `actorbase-${nodeId}-lease`.slice(0, 63)
 }
 
 /** Connection strings may carry passwords; errors and logs show them without. */

@@ -9,7 +9,6 @@ import { dueDelayedJobs, leftoverJobs, markJobsPublished } from '../storage/job-
 import type { Sql } from '../storage/postgres.js'
 import { publishJob, type JobQueue, type JobRequest } from './job-queue.js'
 
-
 /** A schedule declared in code: standard five-field cron, in a time zone. */
 export interface CronSchedule {
   name: string
@@ -25,7 +24,10 @@ export interface SchedulerOptions {
   /**
    * A client of one connection for the lease alone (never shared, never idle-closed): the advisory lock
    * belongs to its session, so no late answer or replaced connection can leak the lock into another user's
-   * session, and closing this client at stop gives the lock back.
+   * session, and closing this client at stop gives the lock back. Its application name must be this node's
+   * alone: after a lease check failed while leading, the node ends its own earlier lease sessions (found by
+   * that name) that Postgres still keeps, and with them the lock, rather than leaving the cluster without a
+   * leader until Postgres notices they are gone.
    */
   leaseSql: Sql
   nc: NatsConnection
@@ -37,12 +39,6 @@ export interface SchedulerOptions {
   intervalMs: number
   /** A lease check with no answer by then ends this node's lead for the pass; shutdown waits no longer for a pass. */
   timeoutMs?: number
-  /**
-   * The lease client's application name, unique to this node: after a lease check failed while leading,
-   * this node ends its own earlier lease sessions that Postgres still keeps (and with them the lock), rather
-   * than leaving the cluster without a leader until Postgres notices they are gone.
-   */
-  leaseApplicationName?: string
 }
 
 /**
@@ -122,11 +118,10 @@ export function startScheduler(o: SchedulerOptions): { stop(): Promise<void>; re
   // Set when a lease check fails while leading: the session that held the lock may live on in Postgres.
   let stale = false
   const endStaleSessions = async (): Promise<number> => {
-    if (!o.leaseApplicationName) return 0
     const [row] = await withTimeout(
       o.leaseSql<{ ended: number }[]>`
         select count(*) filter (where pg_terminate_backend(pid))::int as ended from pg_stat_activity
-        where application_name = ${o.leaseApplicationName} and pid <> pg_backend_pid() and datname = current_database()`.execute(),
+        where application_name = current_setting('application_name') and pid <> pg_backend_pid() and datname = current_database()`.execute(),
       timeoutMs,
       'ending stale lease sessions',
     )
