@@ -1,6 +1,10 @@
+import { randomBytes } from 'node:crypto'
+import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { startTestNode, type TestNode } from './support/node.js'
 import { eventually } from './support/eventually.js'
+import { bearer, register } from './support/identity.js'
+import { call, createOrg, createProject, expectJson } from './support/orgs.js'
 import { natsUrl, redisUrl } from './support/services.js'
 import { proxyFor, type TcpProxy } from './support/tcp-proxy.js'
 
@@ -115,6 +119,57 @@ describe('Postgres answers lost on an open connection', () => {
       'Postgres checks to pass again',
     )
     expect(performance.now() - started).toBeLessThan(3_000)
+  })
+})
+
+describe('a statement that waits on a lock longer than the silence limit', () => {
+  const nodeId = `lockwait-${randomBytes(4).toString('hex')}`
+  let node: TestNode
+  let holder: postgres.Sql
+  beforeAll(async () => {
+    node = await startTestNode({ NAMESPACE: `${inject('namespace')}_lockwait`, NODE_ID: nodeId, ROLES: 'gateway,actors', DB_SILENCE_TIMEOUT_MS: '500' })
+    holder = postgres(inject('databaseUrl'), { max: 2, onnotice: () => {} })
+  })
+  afterAll(async () => {
+    await holder.end({ timeout: 1 })
+    await node.shutdown()
+  })
+
+  /** This node's Postgres sessions still waiting for a lock, whether or not the node still has their connection. */
+  const waiting = async () =>
+    (await holder<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = ${`actorbase-${nodeId}`} and wait_event_type = 'Lock'`)[0]!.n
+
+  test('is cancelled on the server when the node gives up on it, so failed requests leave no session waiting behind them', async () => {
+    const owner = await register(node.url)
+    const auth = bearer(owner.accessToken)
+    const org = await createOrg(node.url, owner)
+    const project = await createProject(node.url, org.id, auth, { name: 'Locked' })
+    const rename = (name: string) => call(node.url, auth, { method: 'PATCH', path: `/v1/orgs/${org.id}/projects/${project.id}`, body: { name } })
+
+    // Another session holds the project's row, as a long maintenance transaction might.
+    const lock = await holder.reserve()
+    try {
+      await lock`begin`
+      await lock`select id from projects where id = ${project.id} for update`
+      for (const name of ['First', 'Second', 'Third']) {
+        const started = performance.now()
+        const res = await rename(name)
+        expect(res.status).toBe(503)
+        expect(await res.json()).toMatchObject({ code: 'unavailable' })
+        expect(performance.now() - started).toBeLessThan(3_000)
+      }
+      // Without the cancel each failed request would leave its session queued for the lock until the holder
+      // finished, keeping a connection slot of Postgres (and any locks it held) for all that time.
+      await eventually(waiting, (n) => n === 0, 3_000, 'the abandoned statements to be cancelled')
+      expect((await fetch(`${node.url}/health/db`)).status).toBe(200)
+    } finally {
+      await lock`rollback`
+      lock.release()
+    }
+
+    const renamed = await expectJson<{ name: string; version: number }>(await rename('Free'), 200)
+    // The three failed renames changed nothing: this is the project's first change.
+    expect(renamed).toMatchObject({ name: 'Free', version: project.version + 1 })
   })
 })
 
