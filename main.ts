@@ -104,7 +104,13 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
   let state: 'joining' | 'ready' | 'draining' = 'joining'
 
   const sql = createSql(
-    { url: config.databaseUrl, max: config.dbPoolMax, applicationName: `actorbase-${config.nodeId}`, silenceTimeoutMs: config.dbSilenceTimeoutMs },
+    {
+      url: config.databaseUrl,
+      max: config.dbPoolMax,
+      applicationName: `actorbase-${config.nodeId}`,
+      silenceTimeoutMs: config.dbSilenceTimeoutMs,
+      deadClientSeconds: config.dbDeadClientS,
+    },
     registry,
   )
   const db = createDbMetrics(registry)
@@ -118,7 +124,7 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
     )
     if (config.migrateOnStart) {
       // A connection of its own with no silence limit: a migration's statement may run long without a word.
-      const migrator = createSql({ url: config.databaseUrl, max: 1, applicationName: `actorbase-${config.nodeId}-migrate` })
+      const migrator = createSql({ url: config.databaseUrl, max: 1, applicationName: `actorbase-${config.nodeId}-migrate`, deadClientSeconds: config.dbDeadClientS })
       try {
         await db.timed('migrate', () => migrate(migrator, migrationsDir, log))
       } finally {
@@ -211,6 +217,8 @@ export async function startNode(config: Config, options: StartOptions = {}): Pro
           // This node's alone (the scheduler finds its own earlier lease sessions by it); Postgres keeps 63 bytes.
           applicationName: `actorbase-${config.nodeId}-lease`.slice(0, 63),
           silenceTimeoutMs: config.dbSilenceTimeoutMs,
+          // Also what frees the lease of a node that vanished: Postgres ends its session, and so the lock.
+          deadClientSeconds: config.dbDeadClientS,
           idleTimeoutSeconds: 0,
           maxLifetimeSeconds: 0,
         }),

@@ -61,6 +61,7 @@ export const EnvSchema = z.object({
   DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10),
   // No "never": the job worker and scheduler rely on it to end a statement whose answer was lost.
   DB_SILENCE_TIMEOUT_MS: z.coerce.number().int().min(500).max(3_600_000).default(30_000),
+  DB_DEAD_CLIENT_S: z.coerce.number().int().min(2).max(7_200).default(30),
   HEALTH_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
   EVENTS_MAX_AGE_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
   EVENTS_MAX_PER_CHANNEL: z.coerce.number().int().min(10).max(10_000_000).default(10_000),
@@ -132,6 +133,8 @@ export interface Config {
   dbPoolMax: number
   /** A pooled Postgres connection silent this long while a query waits is destroyed. */
   dbSilenceTimeoutMs: number
+  /** Seconds after which Postgres ends a session whose node stopped answering (see createSql). */
+  dbDeadClientS: number
   healthTimeoutMs: number
   eventsMaxAgeHours: number
   eventsMaxPerChannel: number
@@ -210,6 +213,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     startupTimeoutMs: e.STARTUP_TIMEOUT_MS,
     dbPoolMax: e.DB_POOL_MAX,
     dbSilenceTimeoutMs: e.DB_SILENCE_TIMEOUT_MS,
+    dbDeadClientS: e.DB_DEAD_CLIENT_S,
     healthTimeoutMs: e.HEALTH_TIMEOUT_MS,
     eventsMaxAgeHours: e.EVENTS_MAX_AGE_HOURS,
     eventsMaxPerChannel: e.EVENTS_MAX_PER_CHANNEL,

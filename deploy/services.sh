@@ -5,7 +5,7 @@
 # port is left alone; a missing binary is installed from Debian packages; nothing depends on
 # systemd.
 #
-#   deploy/services.sh            # make sure all three are up and Chromium is installed
+#   deploy/services.sh            # make sure all three are up, Chromium and iptables installed
 #   deploy/services.sh --bench    # ... and install wrk for `npm run bench`
 #
 # Ports can be overridden for a second, throw-away set of servers (the defaults are what the
@@ -356,6 +356,20 @@ ensure_wrk() {
   fi
 }
 
+# ---------------------------------------------------------------- iptables
+
+# A test partitions one Postgres session by dropping its packets on loopback
+# (test/support/packet-drop.ts): the kind of failure only the server's keepalives can notice.
+ensure_iptables() {
+  if command -v iptables >/dev/null 2>&1; then
+    state[iptables]="installed (pre-existing)"
+  else
+    apt_install iptables
+    command -v iptables >/dev/null 2>&1 || die "iptables: not on PATH after installing it"
+    state[iptables]="installed (just now)"
+  fi
+}
+
 # ---------------------------------------------------------------- Chromium
 
 # The ops page test drives Debian's Chromium with playwright-core (which is not allowed to
@@ -378,6 +392,7 @@ start_redis
 start_nats
 ensure_app_database
 ensure_chromium
+ensure_iptables
 if [[ $bench -eq 1 ]]; then ensure_wrk; fi
 
 echo
@@ -386,6 +401,7 @@ printf '%-9s %-22s %s\n' redis "$HOST:$REDIS_PORT" "${state[redis]}"
 printf '%-9s %-22s %s\n' nats "$HOST:$NATS_PORT" "${state[nats]}"
 printf '%-9s %-22s %s\n' database "$APP_DATABASE" "${state[database]}"
 printf '%-9s %-22s %s\n' chromium /usr/bin/chromium "${state[chromium]}"
+printf '%-9s %-22s %s\n' iptables "$(command -v iptables)" "${state[iptables]}"
 if [[ $bench -eq 1 ]]; then
   printf '%-9s %-22s %s\n' wrk "$(command -v wrk)" "${state[wrk]}"
 fi

@@ -29,6 +29,28 @@ export interface PostgresOptions {
   idleTimeoutSeconds?: number
   /** Seconds before a connection is replaced (default 30 min; 0: never). */
   maxLifetimeSeconds?: number
+  /**
+   * Seconds after which Postgres ends a session whose client stopped answering (a host that died without
+   * closing its sockets, a partition), releasing its locks and transactions; without it the server waits
+   * for the operating system's TCP keepalive, two hours by default. Default 30.
+   */
+  deadClientSeconds?: number
+}
+
+/**
+ * Startup settings that make the server probe an idle session's client (keepalives: idle for half the time,
+ * then three probes a sixth of it apart) and give up on data the client never acknowledges after the whole
+ * time (tcp_user_timeout), so both a quiet and a busy session of a vanished client end within about that time.
+ */
+export function deadClientSettings(seconds: number): Record<string, string> {
+  const idle = Math.max(1, Math.floor(seconds / 2))
+  const interval = Math.max(1, Math.floor((seconds - idle) / 3))
+  return {
+    tcp_keepalives_idle: String(idle),
+    tcp_keepalives_interval: String(interval),
+    tcp_keepalives_count: '3',
+    tcp_user_timeout: String(seconds * 1000),
+  }
 }
 
 export function createSql(options: PostgresOptions, registry?: Registry): Sql {
@@ -44,7 +66,7 @@ export function createSql(options: PostgresOptions, registry?: Registry): Sql {
     silence_timeout: options.silenceTimeoutMs ? options.silenceTimeoutMs / 1000 : null,
     idle_timeout: (options.idleTimeoutSeconds ?? 60) || undefined,
     max_lifetime: (options.maxLifetimeSeconds ?? 30 * 60) || null,
-    connection: { application_name: options.applicationName },
+    connection: { application_name: options.applicationName, ...deadClientSettings(options.deadClientSeconds ?? 30) },
     onnotice: () => {},
     onclose: () => closed?.inc(),
   })

@@ -11,6 +11,7 @@ import { bearer, problem, register } from './support/identity.js'
 import { startTestNode, type TestNode } from './support/node.js'
 import { call, createOrg, expectJson } from './support/orgs.js'
 import { scratchDatabase } from './support/services.js'
+import { dropBetween } from './support/packet-drop.js'
 import { proxyFor } from './support/tcp-proxy.js'
 import { createTestJobTables, testJobs } from './support/test-jobs.js'
 
@@ -330,6 +331,39 @@ describe('cron', () => {
       await succeeded(job.id, 'the delayed job to run')
     } finally {
       await close()
+    }
+  }, 40_000)
+
+  test('the lease of a node that vanished (partitioned, then gone) is freed by Postgres within DB_DEAD_CLIENT_S, and another node leads', async () => {
+    const own = await scratchDatabase(inject('databaseUrl'))
+    const direct = postgres(own.url, { max: 1, onnotice: () => {} })
+    const settings = { DATABASE_URL: own.url, NAMESPACE: `${namespace}_gone`, SCHEDULER_INTERVAL_MS: '100', SHUTDOWN_TIMEOUT_MS: '1000', DB_DEAD_CLIENT_S: '3' }
+    const options = { jobs: ({ sql }: { sql: typeof node.sql }) => testJobs(sql) }
+    let undo: (() => Promise<void>) | undefined
+    let next: TestNode | undefined
+    try {
+      await createTestJobTables(direct)
+      const gone = await startTestNode({ ...settings, NODE_ID: `gone-${randomUUID().slice(0, 6)}` }, options)
+      const [first] = await eventually(() => leaseHolders(direct), (pids) => pids.length === 1, 5_000, 'the first node to lead')
+      const [session] = await direct<{ port: number }[]>`select client_port as port from pg_stat_activity where pid = ${first!}`
+      // The lease session's packets vanish both ways, and then so does the node (its goodbye is lost too).
+      undo = await dropBetween(5432, session!.port, `${namespace}_gone`)
+      const cut = performance.now()
+      await gone.shutdown().catch(() => undefined)
+      next = await startTestNode({ ...settings, NODE_ID: `next-${randomUUID().slice(0, 6)}` }, options)
+      // Only Postgres can end that session: no node is left to know it. Without the keepalive settings it would
+      // wait for the operating system's two hours, and no node would lead meanwhile.
+      const [taken] = await eventually(() => leaseHolders(direct), (pids) => pids.length === 1 && pids[0] !== first, 15_000, 'another node to lead')
+      expect(taken).not.toBe(first)
+      expect(performance.now() - cut).toBeLessThan(12_000)
+      const label = `gone-${randomUUID()}`
+      const job = await next.jobs.enqueue({ name: 'test.record', payload: { label }, runAt: new Date(Date.now() + 300) })
+      await eventually(() => direct<{ status: string }[]>`select status from jobs where id = ${job.id}`, (rows) => rows[0]?.status === 'succeeded', 10_000, 'the delayed job to run')
+    } finally {
+      await undo?.()
+      await next?.shutdown().catch(() => undefined)
+      await direct.end({ timeout: 1 })
+      await own.drop()
     }
   }, 40_000)
 

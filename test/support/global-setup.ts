@@ -4,6 +4,7 @@ import { Redis } from 'ioredis'
 import postgres from 'postgres'
 import type { TestProject } from 'vitest/node'
 import { dropStreamsWithPrefix } from '../../storage/nats.js'
+import { removeDropsTagged } from './packet-drop.js'
 import { adminUrl, natsUrl, redisUrl, withDatabase } from './services.js'
 
 declare module 'vitest' {
@@ -24,6 +25,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   project.provide('namespace', namespace)
 
   return async () => {
+    // Packet drops (test/support/packet-drop.ts) are tagged with the namespace or one of its sub-namespaces.
+    await removeDropsTagged(namespace)
     await admin.unsafe(`drop database if exists ${database} with (force)`)
     // Databases made by single tests that failed before cleaning up after themselves.
     const strays = await admin<{ datname: string }[]>`select datname from pg_database where datname like ${`${database}_%`}`
