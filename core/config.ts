@@ -61,7 +61,7 @@ export const EnvSchema = z.object({
   DB_POOL_MAX: z.coerce.number().int().min(1).max(1000).default(10),
   // No "never": the job worker and scheduler rely on it to end a statement whose answer was lost.
   DB_SILENCE_TIMEOUT_MS: z.coerce.number().int().min(500).max(3_600_000).default(30_000),
-  DB_DEAD_CLIENT_S: z.coerce.number().int().min(2).max(7_200).default(30),
+  DB_DEAD_CLIENT_S: z.coerce.number().int().min(5).max(7_200).default(30),
   HEALTH_TIMEOUT_MS: z.coerce.number().int().min(50).max(60_000).default(1_000),
   EVENTS_MAX_AGE_HOURS: z.coerce.number().positive().max(24 * 365).default(24),
   EVENTS_MAX_PER_CHANNEL: z.coerce.number().int().min(10).max(10_000_000).default(10_000),

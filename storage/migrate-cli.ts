@@ -7,7 +7,7 @@ import { createSql } from './postgres.js'
 try {
   const config = loadConfig(process.env)
   const log = createLogger({ level: config.logLevel, pretty: config.logPretty, nodeId: config.nodeId })
-  const sql = createSql({ url: config.databaseUrl, max: 1, applicationName: 'actorbase-migrate' })
+  const sql = createSql({ url: config.databaseUrl, max: 1, applicationName: 'actorbase-migrate', deadClientSeconds: config.dbDeadClientS })
   try {
     const applied = await migrate(sql, migrationsDir, log)
     log.info({ applied }, applied.length ? `applied ${applied.length} migration(s)` : 'database is up to date')

@@ -32,15 +32,18 @@ export interface PostgresOptions {
   /**
    * Seconds after which Postgres ends a session whose client stopped answering (a host that died without
    * closing its sockets, a partition), releasing its locks and transactions; without it the server waits
-   * for the operating system's TCP keepalive, two hours by default. Default 30.
+   * for the operating system's TCP keepalive, two hours by default. Default 30. It also ends the session of
+   * a client that stops reading (a full receive window) for that long.
    */
   deadClientSeconds?: number
 }
 
 /**
- * Startup settings that make the server probe an idle session's client (keepalives: idle for half the time,
- * then three probes a sixth of it apart) and give up on data the client never acknowledges after the whole
- * time (tcp_user_timeout), so both a quiet and a busy session of a vanished client end within about that time.
+ * Startup settings that make the server probe an idle session's client (keepalives from half the time on)
+ * and give up once what it sent, a probe included, has gone unacknowledged for the whole time
+ * (tcp_user_timeout; on Linux that, not the probe count, decides), so both a quiet and a busy session of a
+ * vanished client end within about that time. Startup parameters: a pooler in front of Postgres must pass
+ * them on (PgBouncer: `ignore_startup_parameters`), and then they cover only its own hop to the server.
  */
 export function deadClientSettings(seconds: number): Record<string, string> {
   const idle = Math.max(1, Math.floor(seconds / 2))

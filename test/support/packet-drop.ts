@@ -15,8 +15,11 @@ export async function dropBetween(portA: number, portB: number, tag: string): Pr
     [portB, portA],
   ].map(([from, to]) => ['OUTPUT', '-o', 'lo', '-p', 'tcp', '--sport', String(from), '--dport', String(to), '-m', 'comment', '--comment', tag, '-j', 'DROP'])
   const added: string[][] = []
+  // Every rule is tried, so one that fails to go does not keep the other in place.
   const undo = async () => {
-    for (const rule of added.splice(0)) await run('iptables', ['-D', ...rule])
+    const failures: unknown[] = []
+    for (const rule of added.splice(0)) await run('iptables', ['-D', ...rule]).catch((err: unknown) => failures.push(err))
+    if (failures.length) throw new Error(`iptables could not remove ${failures.length} rule(s): ${String(failures[0])}`)
   }
   try {
     for (const rule of rules) {
