@@ -7,7 +7,7 @@
  * `{"msg":"bench control","controlPort":<n>}` on stdout once it is ready to be driven.
  */
 import { createServer } from 'node:http'
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import { z } from 'zod'
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable between processes of one machine. */
@@ -77,6 +77,9 @@ export type BulkRequest = z.infer<typeof BulkRequest>
 export const BulkResult = z.object({ startedAt: z.number(), enqueuedAt: z.number(), count: z.number().int() })
 export type BulkResult = z.infer<typeof BulkResult>
 
+/** Garbage collections of a process over a phase: how many, their pauses added up and the longest (ms). */
+const gcFields = { gcCount: z.number().int(), gcTotalMs: z.number(), gcMaxMs: z.number() }
+
 export const PacedRequest = z.object({ rate: z.number().positive(), warmupMs: z.number().int().min(0), durationMs: z.number().int().min(1) })
 export type PacedRequest = z.infer<typeof PacedRequest>
 export const PacedResult = z.object({
@@ -93,6 +96,7 @@ export const PacedResult = z.object({
   /** How late the enqueuer's event loop ran what was due (p99 and worst, ms): stalls that hold every job up at once. */
   loopDelayP99Ms: z.number(),
   loopDelayMaxMs: z.number(),
+  ...gcFields,
 })
 export type PacedResult = z.infer<typeof PacedResult>
 
@@ -106,17 +110,28 @@ export const WorkerStats = z.object({
 export type WorkerStats = z.infer<typeof WorkerStats>
 
 /** The samples since the previous `pickup` call, and the share of that time the worker's event loop was busy. */
-export const PickupSamples = z.object({ samples: z.array(z.number()), elu: z.number(), loopDelayP99Ms: z.number(), loopDelayMaxMs: z.number() })
+export const PickupSamples = z.object({ samples: z.array(z.number()), elu: z.number(), loopDelayP99Ms: z.number(), loopDelayMaxMs: z.number(), ...gcFields })
 
-/** Event-loop delay (p99, worst) since the last reading: a garbage collection or a descheduled process shows here. */
+/**
+ * Event-loop delay (p99, worst) and garbage-collection pauses since the last reading: the stalls that hold up
+ * every job in flight at once (a collection, or a process waiting for a core, which only the delay shows).
+ */
 function loopDelay() {
   const h = monitorEventLoopDelay({ resolution: 1 })
   h.enable()
+  let gc = { gcCount: 0, gcTotalMs: 0, gcMaxMs: 0 }
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) gc = { gcCount: gc.gcCount + 1, gcTotalMs: gc.gcTotalMs + entry.duration, gcMaxMs: Math.max(gc.gcMaxMs, entry.duration) }
+  })
+  observer.observe({ entryTypes: ['gc'] })
   /** The reading so far; then starts over, or stops when `last`. */
   return (last = false) => {
-    const reading = { loopDelayP99Ms: h.percentile(99) / 1e6, loopDelayMaxMs: h.max / 1e6 }
-    if (last) h.disable()
-    else h.reset()
+    const reading = { loopDelayP99Ms: h.percentile(99) / 1e6, loopDelayMaxMs: h.max / 1e6, ...gc }
+    gc = { gcCount: 0, gcTotalMs: 0, gcMaxMs: 0 }
+    if (last) {
+      h.disable()
+      observer.disconnect()
+    } else h.reset()
     return reading
   }
 }

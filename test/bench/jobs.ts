@@ -45,8 +45,9 @@ const FLOOR_RATE = 100
  * BENCH_PICKUP_RATE=<jobs/s> skips step 1 (after a short warm-up) and measures step 2 at that rate: a
  * diagnostic for the pickup tail, which reports no throughput and never passes. Each pickup line also gives
  * the event-loop delay (p99 / worst) of the enqueuer (over the measured phase) and the worker (over the whole
- * run, warm-up and drain included): the tail comes from stalls that hold up every job in flight at once (a
- * garbage collection, a process waiting for a core).
+ * run, warm-up and drain included), and the garbage collections of each over the same span (count, pauses added
+ * up, longest): the tail comes from stalls that hold up every job in flight at once (a garbage collection, a
+ * process waiting for a core).
  */
 const scenario: Scenario = {
   name: 'jobs',
@@ -126,8 +127,19 @@ interface PickupRun {
   /** Event-loop delay p99 / worst (ms) of the enqueuer and the worker during the run. */
   enqueuerLoop: [number, number]
   workerLoop: [number, number]
+  /** Garbage collections during the run: count, pauses added up and longest (ms). */
+  enqueuerGc: GcReading
+  workerGc: GcReading
   breakdown: string
 }
+
+interface GcReading {
+  gcCount: number
+  gcTotalMs: number
+  gcMaxMs: number
+}
+
+const gcText = (g: GcReading) => `${g.gcCount}/${g.gcTotalMs.toFixed(0)}/${g.gcMaxMs.toFixed(1)}`
 
 async function measure(
   settings: BenchSettings,
@@ -185,7 +197,7 @@ async function measure(
     const expected = paced.sent - paced.failed
     const deadline = Date.now() + 30_000
     while ((await control(pair.worker.url, 'stats', {}, WorkerStats)).probes - before < expected && Date.now() < deadline) await sleep(50)
-    const { samples, elu, loopDelayP99Ms, loopDelayMaxMs } = await control(pair.worker.url, 'pickup', {}, PickupSamples)
+    const { samples, elu, loopDelayP99Ms, loopDelayMaxMs, gcCount, gcTotalMs, gcMaxMs } = await control(pair.worker.url, 'pickup', {}, PickupSamples)
     const r: PickupRun = {
       rate,
       achieved: paced.sent / settings.durationSec,
@@ -202,13 +214,16 @@ async function measure(
       workerElu: elu,
       enqueuerLoop: [paced.loopDelayP99Ms, paced.loopDelayMaxMs],
       workerLoop: [loopDelayP99Ms, loopDelayMaxMs],
+      enqueuerGc: { gcCount: paced.gcCount, gcTotalMs: paced.gcTotalMs, gcMaxMs: paced.gcMaxMs },
+      workerGc: { gcCount, gcTotalMs, gcMaxMs },
       breakdown: (await pair.breakdown?.(since)) ?? '',
     }
     log(
       `pickup ${side} at ${rate} jobs/s: ${r.samples} of ${r.sent} probes, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; ` +
         `enqueue call p50 ${r.callP50Ms.toFixed(2)} / p99 ${r.callP99Ms.toFixed(2)} ms, scheduler at worst ${r.maxBehindMs.toFixed(1)} ms behind; ` +
         `event loops busy: enqueuer ${Math.round(r.enqueuerElu * 100)}%, worker ${Math.round(r.workerElu * 100)}%; ` +
-        `loop delay p99/max ms: enqueuer ${loop(r.enqueuerLoop)}, worker ${loop(r.workerLoop)}` +
+        `loop delay p99/max ms: enqueuer ${loop(r.enqueuerLoop)}, worker ${loop(r.workerLoop)}; ` +
+        `GC count/paused/longest ms: enqueuer ${gcText(r.enqueuerGc)}, worker ${gcText(r.workerGc)}` +
         (r.breakdown ? `; ${r.breakdown}` : ''),
     )
     return r
@@ -249,7 +264,8 @@ async function measure(
     note:
       `enqueue-to-start, ${r.samples} probes, max ${r.max.toFixed(1)} ms; enqueue call p99 ${r.callP99Ms.toFixed(1)} ms, ` +
       `scheduler ≤ ${r.maxBehindMs.toFixed(1)} ms behind; busy: enqueuer ${Math.round(r.enqueuerElu * 100)}%, worker ${Math.round(r.workerElu * 100)}%; ` +
-      `loop delay p99/max: enqueuer ${loop(r.enqueuerLoop)}, worker ${loop(r.workerLoop)} ms`,
+      `loop delay p99/max: enqueuer ${loop(r.enqueuerLoop)}, worker ${loop(r.workerLoop)} ms; ` +
+      `GC count/paused/longest: enqueuer ${gcText(r.enqueuerGc)}, worker ${gcText(r.workerGc)} ms`,
   })
   const rows: ResultRow[] = [
     throughputRow(`ours ${warmJobs / 1000}k no-op warm-up`, warm.ours, 'pg + nats'),
