@@ -344,29 +344,19 @@ ensure_app_database() {
   fi
 }
 
-# ---------------------------------------------------------------- wrk
+# ---------------------------------------------------------------- tools
 
-ensure_wrk() {
-  if command -v wrk >/dev/null 2>&1; then
-    state[wrk]="installed (pre-existing)"
+# A command the tests or benchmarks need, installed from its Debian package when missing:
+# wrk (`--bench`), and iptables, with which a test partitions one Postgres session by dropping
+# its packets on loopback (test/support/packet-drop.ts).
+ensure_command() {
+  local cmd=$1 pkg=$2
+  if command -v "$cmd" >/dev/null 2>&1; then
+    state[$cmd]="installed (pre-existing)"
   else
-    apt_install wrk
-    command -v wrk >/dev/null 2>&1 || die "wrk: not on PATH after installing it"
-    state[wrk]="installed (just now)"
-  fi
-}
-
-# ---------------------------------------------------------------- iptables
-
-# A test partitions one Postgres session by dropping its packets on loopback
-# (test/support/packet-drop.ts): the kind of failure only the server's keepalives can notice.
-ensure_iptables() {
-  if command -v iptables >/dev/null 2>&1; then
-    state[iptables]="installed (pre-existing)"
-  else
-    apt_install iptables
-    command -v iptables >/dev/null 2>&1 || die "iptables: not on PATH after installing it"
-    state[iptables]="installed (just now)"
+    apt_install "$pkg"
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd: not on PATH after installing $pkg"
+    state[$cmd]="installed (just now)"
   fi
 }
 
@@ -392,8 +382,8 @@ start_redis
 start_nats
 ensure_app_database
 ensure_chromium
-ensure_iptables
-if [[ $bench -eq 1 ]]; then ensure_wrk; fi
+ensure_command iptables iptables
+if [[ $bench -eq 1 ]]; then ensure_command wrk wrk; fi
 
 echo
 printf '%-9s %-22s %s\n' postgres "$HOST:$PGPORT" "${state[postgres]}"
