@@ -42,10 +42,10 @@ export interface PostgresOptions {
  * Startup settings that make the server probe an idle session's client (keepalives from half the time on)
  * and give up once what it sent, a probe included, has gone unacknowledged for the whole time
  * (tcp_user_timeout; on Linux that, not the probe count, decides), so both a quiet and a busy session of a
- * vanished client end within about that time. Startup parameters: a pooler in front of Postgres must pass
- * them on (PgBouncer: `ignore_startup_parameters`), and then they cover only its own hop to the server.
+ * vanished client end within about that time. Startup parameters: a pooler in front of Postgres must be told
+ * to ignore them (PgBouncer: `ignore_startup_parameters`), and then the pooler's own keepalives are what count.
  */
-export function deadClientSettings(seconds: number): Record<string, string> {
+function deadClientSettings(seconds: number): Record<string, string> {
   const idle = Math.max(1, Math.floor(seconds / 2))
   const interval = Math.max(1, Math.floor((seconds - idle) / 3))
   return {
