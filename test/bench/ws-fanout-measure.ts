@@ -50,6 +50,8 @@ export interface LatencyResult {
   httpP99: number
   afterAnswerP50: number
   afterAnswerP99: number
+  /** The server's garbage collections over the measured phase, where it reports them (ours, through /metrics). */
+  gc: { count: number; pausedMs: number } | undefined
 }
 
 function rss(pid: number): number {
@@ -99,17 +101,38 @@ export async function memory(pool: ClientPool, kind: SocketKind, server: ServerP
   return { sockets: opened, beforeBytes, afterBytes, bytesPerConn, heapPerConn, heapCommittedPerConn, openMs: ms }
 }
 
-/** JS heap in use and committed (nodejs_heap_size_{used,total}_bytes) from our /metrics (prom-client's defaults). */
-async function heap(server: ServerProcess): Promise<{ used: number; total: number } | undefined> {
+/** Our /metrics (prom-client's defaults among them); undefined from a server without it (the peer). */
+async function metricsText(server: ServerProcess): Promise<string | undefined> {
   try {
-    const text = await (await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5_000) })).text()
-    const read = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)`, 'm').exec(text)?.[1] ?? NaN)
-    const used = read('nodejs_heap_size_used_bytes')
-    const total = read('nodejs_heap_size_total_bytes')
-    return Number.isFinite(used) && Number.isFinite(total) ? { used, total } : undefined
+    const res = await fetch(`${server.url}/metrics`, { signal: AbortSignal.timeout(5_000) })
+    return res.status === 200 ? await res.text() : undefined
   } catch {
     return undefined
   }
+}
+
+/** The values of every series of one metric, added up (NaN when it has none). */
+function metricSum(text: string, name: string): number {
+  const values = [...text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})?\\s+(\\S+)`, 'gm'))].map((m) => Number(m[1]))
+  return values.length ? values.reduce((a, b) => a + b, 0) : NaN
+}
+
+/** JS heap in use and committed (nodejs_heap_size_{used,total}_bytes). */
+async function heap(server: ServerProcess): Promise<{ used: number; total: number } | undefined> {
+  const text = await metricsText(server)
+  if (text === undefined) return undefined
+  const used = metricSum(text, 'nodejs_heap_size_used_bytes')
+  const total = metricSum(text, 'nodejs_heap_size_total_bytes')
+  return Number.isFinite(used) && Number.isFinite(total) ? { used, total } : undefined
+}
+
+/** Garbage collections so far, every kind (nodejs_gc_duration_seconds): how many, and their pauses added up. */
+async function gcSoFar(server: ServerProcess): Promise<{ count: number; pausedMs: number } | undefined> {
+  const text = await metricsText(server)
+  if (text === undefined) return undefined
+  const count = metricSum(text, 'nodejs_gc_duration_seconds_count')
+  const seconds = metricSum(text, 'nodejs_gc_duration_seconds_sum')
+  return Number.isFinite(count) && Number.isFinite(seconds) ? { count, pausedMs: seconds * 1000 } : undefined
 }
 
 export const mib = (bytes: number) => (bytes / 1048576).toFixed(1)
@@ -223,7 +246,9 @@ export async function latency(settings: BenchSettings, pool: ClientPool, server:
   if (settings.warmupSec > 0) await publishSteady(server, world, rate, settings.warmupSec * 1000, 'w')
   await pool.all({ cmd: 'record', prefix })
   const durationMs = settings.durationSec * 1000
+  const gcBefore = await gcSoFar(server)
   const { sent, errors, httpMs } = await publishSteady(server, world, rate, durationMs, prefix)
+  const gcAfter = await gcSoFar(server)
   const expected = (sent - errors) * perOrg
   await drain(async () => (await pool.stats()).matched, expected)
   const replies = await pool.all({ cmd: 'samples' })
@@ -257,10 +282,12 @@ export async function latency(settings: BenchSettings, pool: ClientPool, server:
     httpP99: pct(http, 99),
     afterAnswerP50: pct(afterAnswer, 50),
     afterAnswerP99: pct(afterAnswer, 99),
+    gc: gcBefore && gcAfter ? { count: gcAfter.count - gcBefore.count, pausedMs: gcAfter.pausedMs - gcBefore.pausedMs } : undefined,
   }
   log(
     `${server.name} at ${rate.toFixed(1)} changes/s: ${sent} sent (${errors} failed), ${all.length}/${expected} received; change→receipt p50 ${round(result.p50)} ms, p99 ${round(result.p99)} ms, max ${round(result.max)} ms; ` +
-      `HTTP answer p50 ${round(result.httpP50)} ms, p99 ${round(result.httpP99)} ms; receipt after the HTTP answer p50 ${round(result.afterAnswerP50)} ms, p99 ${round(result.afterAnswerP99)} ms`,
+      `HTTP answer p50 ${round(result.httpP50)} ms, p99 ${round(result.httpP99)} ms; receipt after the HTTP answer p50 ${round(result.afterAnswerP50)} ms, p99 ${round(result.afterAnswerP99)} ms` +
+      (result.gc ? `; server GC ${result.gc.count} collections, ${Math.round(result.gc.pausedMs)} ms paused` : ''),
   )
   return result
 }

@@ -164,7 +164,8 @@ function report(settings: BenchSettings, m: Required<Measured>, clients: number,
     errors: l.httpErrors + Math.max(0, l.expected - l.samples),
     note:
       `deliveries/s at ${l.changesPerSec.toFixed(1)} changes/s; change→receipt, max ${round(l.max)} ms; ${l.samples}/${l.expected} received; ` +
-      `HTTP answer p50/p99 ${round(l.httpP50)}/${round(l.httpP99)} ms, receipt after answer p50/p99 ${round(l.afterAnswerP50)}/${round(l.afterAnswerP99)} ms`,
+      `HTTP answer p50/p99 ${round(l.httpP50)}/${round(l.httpP99)} ms, receipt after answer p50/p99 ${round(l.afterAnswerP50)}/${round(l.afterAnswerP99)} ms` +
+      (l.gc ? `; server GC ${l.gc.count} collections, ${Math.round(l.gc.pausedMs)} ms paused` : ''),
   })
   const memRow = (label: string, r: MemoryResult): ResultRow => ({
     label,
