@@ -233,6 +233,7 @@ export class Activation {
       this.fail(envelope, err, started)
       return undefined
     }
+    // A postgres.js query is a thenable, not a Promise (deploy/patches): a handler hands one back from an async function.
     if (result instanceof Promise) {
       return result.then(
         (outcome) => this.succeed(envelope, outcome, started),

@@ -273,7 +273,8 @@ function run(shared: Shared, ex: Exchange, route: Route, ctx: RequestContext): v
   } catch (err) {
     return finish(shared, ex, undefined, err)
   }
-  // Synchronous handlers (health, say) answer without a microtask hop, inside uWS's own cork.
+  // Synchronous handlers (health, say) answer without a microtask hop, inside uWS's own cork. A postgres.js
+  // query is a thenable, not a Promise (deploy/patches): a handler returns one from an async function.
   if (result instanceof Promise) {
     ex.inline = false
     result.then(
