@@ -166,12 +166,13 @@ describe('Postgres outage', () => {
       DB_SILENCE_TIMEOUT_MS: '1000',
     })
     try {
-      const label = `silent-${randomUUID()}`
-      const job = await worker.jobs.enqueue({ name: 'test.record', payload: { label, sleepMs: 200 } })
-      await eventually(() => direct`select 1 from test_job_runs where label = ${label}`, (rows) => rows.length === 1, 5_000, 'the job to start')
       // Every pooled connection is open first: a statement lost on an open connection waits for ever (one on a
-      // connection still being opened would fail by the connect timeout instead).
+      // connection still being opened would fail by the connect timeout instead). Opened before the job, so that
+      // however long opening them takes, the job is still running when Postgres goes silent.
       await Promise.all(Array.from({ length: 10 }, () => worker.sql`select pg_sleep(0.05)`))
+      const label = `silent-${randomUUID()}`
+      const job = await worker.jobs.enqueue({ name: 'test.record', payload: { label, sleepMs: 500 } })
+      await eventually(() => direct`select 1 from test_job_runs where label = ${label}`, (rows) => rows.length === 1, 5_000, 'the job to start')
       // Its end is never answered: the statement's bytes are dropped, on a connection that stays open.
       proxy.blackhole()
       const jsm = await jetstreamManager(worker.nc)
