@@ -1,5 +1,6 @@
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream'
 import type { NatsConnection } from '@nats-io/transport-node'
+import { LiveList, Tally, type LiveEntry } from '../core/churn-safe.js'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
 import { recordJobStates, runnableJobs, type JobPriority, type JobStateChange } from '../storage/job-records.js'
@@ -133,7 +134,8 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
   const js = jetstream(o.nc)
   const slots = new Slots(o.concurrency)
   const streams: ConsumerMessages[] = []
-  const inFlight = new Set<Promise<void>>()
+  // Counters and a LiveList rather than Sets: see core/churn-safe.ts (a churned Set doubled scavenge times).
+  const inFlight = new Tally()
   let stopping = false
 
   // Only a redelivered job may already be finished (a duplicate past the queue's window, or a worker that
@@ -152,12 +154,12 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     const now = await recordJobStates(o.sql, [...byJob.values()])
     return changes.map((c) => now.get(c.id))
   }, RECORD_WINDOW_MS)
-  const settling = new Set<Promise<void>>()
+  const settling = new Tally()
   // Running jobs tell JetStream they are alive, so they are not given to another worker while they run: one
   // timer for all of them rather than one per job.
-  const alive = new Set<JsMsg>()
+  const alive = new LiveList<JsMsg>()
   const heartbeat = setInterval(() => {
-    for (const m of alive) m.working()
+    alive.forEach((m) => m.working())
   }, Math.max(500, Math.floor(o.ackWaitMs / 3)))
   heartbeat.unref()
   /**
@@ -204,21 +206,21 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
           o.metrics.pickup.observe(Math.max(0, Date.now() - (job?.enqueuedAt ?? Date.now())) / 1000)
           // Delivered but waiting for a slot still counts as taken: the heartbeat keeps it from being handed to
           // another worker (and run twice) while the slots are busy with long jobs.
-          alive.add(m)
+          const entry: LiveEntry<JsMsg> = alive.add(m)
           await slots.acquire(priority)
           if (stopping) {
             // Not started: JetStream hands it to another worker after the ack wait; nak makes that immediate.
-            alive.delete(m)
+            alive.remove(entry)
             m.nak()
             slots.release()
             continue
           }
-          const running = run(m, job).finally(() => {
-            alive.delete(m)
+          inFlight.enter()
+          void run(m, job).finally(() => {
+            alive.remove(entry)
             slots.release()
-            inFlight.delete(running)
+            inFlight.leave()
           })
-          inFlight.add(running)
         }
       })().catch((err: unknown) => o.log.error({ err, queue, priority }, 'job consumer stopped'))
     }
@@ -271,9 +273,8 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     outcome.seconds = (performance.now() - began) / 1000
     // The slot frees now; the outcome is acknowledged only once it is recorded, so a crash in between
     // means the job runs again rather than being lost.
-    const settle = conclude(m, job, outcome)
-    settling.add(settle)
-    void settle.finally(() => settling.delete(settle))
+    settling.enter()
+    void conclude(m, job, outcome).finally(() => settling.leave())
   }
 
   async function conclude(m: JsMsg, job: JobMessage, outcome: JobStateChange): Promise<void> {
@@ -318,7 +319,7 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       stopping = true
       for (const s of streams) s.stop()
       const deadline = new Promise((r) => setTimeout(r, timeoutMs).unref())
-      await Promise.race([Promise.allSettled([...inFlight]).then(() => Promise.allSettled([...settling])), deadline])
+      await Promise.race([inFlight.drained().then(() => settling.drained()), deadline])
       clearInterval(heartbeat)
     },
   }
