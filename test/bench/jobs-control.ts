@@ -9,6 +9,7 @@
 import { createServer } from 'node:http'
 import { monitorEventLoopDelay, performance, PerformanceObserver } from 'node:perf_hooks'
 import { z } from 'zod'
+import { Tally } from '../../core/churn-safe.js'
 
 /** Wall-clock milliseconds with sub-millisecond resolution, comparable between processes of one machine. */
 export const preciseNow = (): number => performance.timeOrigin + performance.now()
@@ -183,7 +184,9 @@ export async function enqueueBulk(r: BulkRequest, addBatch: (size: number) => Pr
  */
 export async function enqueuePaced(r: PacedRequest, addOne: (payload: ProbePayload) => Promise<void>): Promise<PacedResult> {
   const calls: number[] = []
-  const pending = new Set<Promise<void>>()
+  // A count, not a Set of the calls: a Set churned like this keeps finished calls alive through scavenges in
+  // the process under test (core/churn-safe.ts).
+  const pending = new Tally()
   let failed = 0
   let lastError: unknown
   const phase = async (ms: number, warm: boolean) => {
@@ -206,8 +209,8 @@ export async function enqueuePaced(r: PacedRequest, addOne: (payload: ProbePaylo
             lastError = err
           },
         )
-        pending.add(call)
-        void call.finally(() => pending.delete(call))
+        pending.enter()
+        void call.finally(() => pending.leave())
       }
       await new Promise((resolve) => setTimeout(resolve, 1))
     }
@@ -219,7 +222,7 @@ export async function enqueuePaced(r: PacedRequest, addOne: (payload: ProbePaylo
   const measured = await phase(r.durationMs, false)
   const busy = performance.eventLoopUtilization(elu).utilization
   const delays = delay(true)
-  await Promise.all([...pending])
+  await pending.drained()
   if (failed && failed === measured.sent) throw new Error(`every enqueue failed: ${lastError instanceof Error ? lastError.message : String(lastError)}`)
   return { sent: measured.sent, failed, maxBehindMs: measured.maxBehind, callP50Ms: percentile(calls, 0.5), callP99Ms: percentile(calls, 0.99), elu: busy, ...delays }
 }
