@@ -126,6 +126,16 @@ describe('enqueueing', () => {
     expect(await runsOf(key)).toHaveLength(0)
   })
 
+  test('a job committed but never published (its node died in between) is published by the scheduler and runs once', async () => {
+    const key = `orphan-${randomUUID()}`
+    const job = node.jobs.prepare({ name: 'test.effect', payload: { key } })
+    // The record commits; the publish that would follow the commit never happens.
+    await node.sql.begin((tx) => node.jobs.insert(tx, job))
+    // The scheduler's sweep finds it once it is older than a live enqueue's publish could take.
+    await until(job.id, 'succeeded', 15_000)
+    expect(await runsOf(key)).toHaveLength(1)
+  }, 20_000)
+
   test('a delayed job does not run before its time', async () => {
     const label = `delayed-${randomUUID()}`
     const runAt = new Date(Date.now() + 1_500)
