@@ -134,7 +134,7 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
   const js = jetstream(o.nc)
   const slots = new Slots(o.concurrency)
   const streams: ConsumerMessages[] = []
-  // Counters and a LiveList rather than Sets: see core/churn-safe.ts (a churned Set doubled scavenge times).
+  // Counters and a LiveList rather than Sets, which a job a millisecond would churn (core/churn-safe.ts).
   const inFlight = new Tally()
   let stopping = false
 
@@ -216,11 +216,13 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
             continue
           }
           inFlight.enter()
-          void run(m, job).finally(() => {
-            alive.remove(entry)
-            slots.release()
-            inFlight.leave()
-          })
+          void run(m, job)
+            .finally(() => {
+              alive.remove(entry)
+              slots.release()
+              inFlight.leave()
+            })
+            .catch((err: unknown) => o.log.error({ err, jobId: job?.id }, 'job run failed outside its handler; it will be delivered again'))
         }
       })().catch((err: unknown) => o.log.error({ err, queue, priority }, 'job consumer stopped'))
     }
@@ -274,7 +276,9 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
     // The slot frees now; the outcome is acknowledged only once it is recorded, so a crash in between
     // means the job runs again rather than being lost.
     settling.enter()
-    void conclude(m, job, outcome).finally(() => settling.leave())
+    void conclude(m, job, outcome)
+      .finally(() => settling.leave())
+      .catch((err: unknown) => o.log.error({ err, jobId: job.id }, 'job outcome handling failed after the outcome was recorded or the message answered'))
   }
 
   async function conclude(m: JsMsg, job: JobMessage, outcome: JobStateChange): Promise<void> {

@@ -35,6 +35,23 @@ test('a Tally is drained only once everything that entered has left', async () =
   tally.leave()
   await waiting
   expect(drained).toBe(true)
-  tally.leave() // never below zero
+  expect(() => tally.leave()).toThrow() // a leave without its enter
   expect(tally.size).toBe(0)
+  // It can fill and drain again.
+  tally.enter()
+  const again = tally.drained()
+  tally.leave()
+  await again
+})
+
+test('a LiveList member may remove itself while the list is visited', () => {
+  const list = new LiveList<number>()
+  const entries = new Map([1, 2, 3, 4, 5].map((n) => [n, list.add(n)]))
+  const visited: number[] = []
+  list.forEach((n) => {
+    visited.push(n)
+    if (n % 2 === 1) list.remove(entries.get(n)!)
+  })
+  expect(visited.sort()).toEqual([1, 2, 3, 4, 5])
+  expect(members(list)).toEqual([2, 4])
 })
