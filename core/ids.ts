@@ -30,6 +30,7 @@ export function newId(): string {
   }
   return v7({ random, msecs: lastMs, seq })
 }
+
 let counter = 0
 const prefix = Math.floor(Math.random() * 36 ** 6).toString(36).padStart(6, '0')
 
