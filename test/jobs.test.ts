@@ -110,6 +110,31 @@ describe('enqueueing', () => {
     expect(await runsOf(key)).toHaveLength(1)
   })
 
+  test('a job record keeps what was enqueued, one at a time or many at once, whatever the payload holds', async () => {
+    const label = `record-${randomUUID()}`
+    const tricky = `${label} "quoted" back\\slash, {braces} NULL null\n\ttab é \u2028`
+    const later = new Date(Date.now() + 60 * 60_000)
+    const requests = [
+      { name: 'test.record', payload: { label: tricky }, priority: 'high' as const, requestId: 'req,"1"' },
+      { name: 'test.record', payload: { label: `${label}-later`, sleepMs: 0 }, runAt: later, idempotencyKey: `${label} "key"` },
+      { name: 'test.record', payload: { label: `${label}-plain` } },
+    ]
+    const many = await node.jobs.enqueueMany(requests)
+    const one = await node.jobs.enqueue({ ...requests[0]!, payload: { label: `${tricky} single` } })
+    const rows = await node.sql<{ id: string; payload: unknown; priority: string; requestId: string | null; idempotencyKey: string | null; delayed: boolean; runAt: Date; maxAttempts: number }[]>`
+      select id, payload, priority, request_id as "requestId", idempotency_key as "idempotencyKey", delayed, run_at as "runAt", max_attempts as "maxAttempts"
+      from jobs where id = any(${[...many.map((m) => m.id), one.id]}::uuid[])`
+    const byId = new Map(rows.map((r) => [r.id, r]))
+    expect(byId.get(many[0]!.id)).toMatchObject({ payload: { label: tricky, sleepMs: 0 }, priority: 'high', requestId: 'req,"1"', idempotencyKey: null, delayed: false, maxAttempts: 5 })
+    expect(byId.get(many[1]!.id)).toMatchObject({ payload: { label: `${label}-later`, sleepMs: 0 }, priority: 'default', idempotencyKey: `${label} "key"`, delayed: true, runAt: later })
+    expect(byId.get(many[2]!.id)).toMatchObject({ payload: { label: `${label}-plain`, sleepMs: 0 }, requestId: null, delayed: false })
+    expect(byId.get(one.id)).toMatchObject({ payload: { label: `${tricky} single`, sleepMs: 0 }, priority: 'high' })
+    // The jobs due now ran with the payload as given.
+    await until(many[0]!.id, 'succeeded')
+    await until(one.id, 'succeeded')
+    expect(await runsOf(tricky)).toHaveLength(1)
+  })
+
   test('a job enqueued in a transaction that rolls back never exists and never runs', async () => {
     const key = `rollback-${randomUUID()}`
     const job = node.jobs.prepare({ name: 'test.effect', payload: { key } })
