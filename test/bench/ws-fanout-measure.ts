@@ -19,6 +19,12 @@ export interface MemoryResult {
   beforeBytes: number
   afterBytes: number
   bytesPerConn: number
+  /**
+   * RSS growth per socket of the second half of the sockets alone, once the first half is open: what one more
+   * socket costs a server that already holds many, without the one-time costs the first sockets bring
+   * (compiled code, pools, allocator arenas).
+   */
+  marginalBytesPerConn: number
   /** JS heap in use per socket, where the server reports it (ours, through /metrics). */
   heapPerConn: number | undefined
   heapCommittedPerConn: number | undefined
@@ -80,25 +86,31 @@ async function settledRss(server: ServerProcess): Promise<number> {
 }
 
 /**
- * RSS before and after opening every socket. A warm-up batch of sockets is opened and closed first so the
- * code paths are compiled and the first pools allocated before the baseline is read.
+ * RSS before and after opening every socket, and halfway. A warm-up batch of sockets is opened and closed
+ * first so the code paths are compiled and the first pools allocated before the baseline is read. Nothing is
+ * closed after the baseline, so no server gets to reuse memory it freed.
  */
 export async function memory(pool: ClientPool, kind: SocketKind, server: ServerProcess, layout: Layout, tokens: string[], log: (line: string) => void): Promise<MemoryResult> {
   await openSockets(pool, kind, server.url, layout.perProc.map((s) => s.slice(0, 50)), tokens)
   await pool.all({ cmd: 'close' })
   const beforeBytes = await settledRss(server)
   const heapBefore = kind === 'ours' ? await heap(server) : undefined
-  const { opened, ms } = await openSockets(pool, kind, server.url, layout.perProc, tokens)
+  const first = await openSockets(pool, kind, server.url, layout.perProc.map((s) => s.slice(0, Math.floor(s.length / 2))), tokens)
+  const midBytes = await settledRss(server)
+  const second = await openSockets(pool, kind, server.url, layout.perProc.map((s) => s.slice(Math.floor(s.length / 2))), tokens)
   const afterBytes = await settledRss(server)
   const heapAfter = kind === 'ours' ? await heap(server) : undefined
+  const opened = first.opened + second.opened
   const bytesPerConn = (afterBytes - beforeBytes) / opened
+  const marginalBytesPerConn = (afterBytes - midBytes) / second.opened
   const heapPerConn = heapBefore && heapAfter ? (heapAfter.used - heapBefore.used) / opened : undefined
   const heapCommittedPerConn = heapBefore && heapAfter ? (heapAfter.total - heapBefore.total) / opened : undefined
   log(
-    `${kind}: ${opened} sockets open and subscribed in ${(ms / 1000).toFixed(1)} s; RSS ${mib(beforeBytes)} → ${mib(afterBytes)} MiB, ${Math.round(bytesPerConn)} B per socket` +
+    `${kind}: ${opened} sockets open and subscribed in ${((first.ms + second.ms) / 1000).toFixed(1)} s; RSS ${mib(beforeBytes)} → ${mib(midBytes)} (half) → ${mib(afterBytes)} MiB, ` +
+      `${Math.round(bytesPerConn)} B per socket; the second half alone ${Math.round(marginalBytesPerConn)} B per socket` +
       (heapPerConn === undefined ? '' : ` (JS heap: ${Math.round(heapPerConn)} B in use after a full GC; ${Math.round(heapCommittedPerConn!)} B committed)`),
   )
-  return { sockets: opened, beforeBytes, afterBytes, bytesPerConn, heapPerConn, heapCommittedPerConn, openMs: ms }
+  return { sockets: opened, beforeBytes, afterBytes, bytesPerConn, marginalBytesPerConn, heapPerConn, heapCommittedPerConn, openMs: first.ms + second.ms }
 }
 
 /** Our /metrics (prom-client's defaults among them); undefined from a server without it (the peer). */

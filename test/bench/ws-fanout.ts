@@ -35,7 +35,10 @@ const MEMORY_RUNS = 3
  * Measured: (1) memory per idle authenticated, subscribed socket (server RSS delta / sockets) for ours, a raw
  * uWebSockets.js server holding as many plain sockets, and the Socket.IO peer; for ours and raw the median of
  * three fresh server processes, since one process's RSS growth depends on where its allocator happens to put
- * things (a lone raw reading has ranged from ~430 to ~900 B per socket on the same machine); (2) deliveries per second at
+ * things (a lone raw reading has ranged from ~430 to ~900 B per socket on the same machine). The target is
+ * checked on that whole delta; beside it, for information, the growth of the second half of the sockets alone
+ * (what one more socket costs a server already holding thousands, without the first sockets' one-time costs
+ * such as code compiled for the new paths); (2) deliveries per second at
  * saturation (wrk POSTs as fast as the server answers, round-robin over the orgs) for ours and the Socket.IO
  * peer (test/bench/peers/socketio-fanout.ts); (3) p50/p99 from sending the HTTP change to each socket's
  * receipt, at half ours' saturation rate (open-loop, fixed schedule), for ours and for the peer at the same
@@ -74,8 +77,12 @@ const scenario: Scenario = {
             if (run > 0 || !keepFirst) await server.stop()
           }
           const median = [...runs].sort((x, y) => x.bytesPerConn - y.bytesPerConn)[Math.floor(runs.length / 2)]!
-          log(`${kind}: bytes per socket over ${runs.length} fresh processes ${runs.map((r) => Math.round(r.bytesPerConn)).join(', ')}; median ${Math.round(median.bytesPerConn)}`)
-          return median
+          const marginal = runs.map((r) => r.marginalBytesPerConn).sort((x, y) => x - y)[Math.floor(runs.length / 2)]!
+          log(
+            `${kind}: bytes per socket over ${runs.length} fresh processes ${runs.map((r) => Math.round(r.bytesPerConn)).join(', ')}; median ${Math.round(median.bytesPerConn)}; ` +
+              `second half alone ${runs.map((r) => Math.round(r.marginalBytesPerConn)).join(', ')}; median ${Math.round(marginal)}`,
+          )
+          return { ...median, marginalBytesPerConn: marginal }
         }
         m.rawMemory = await measureMemory('raw', raw, () => startRaw({ inspect: true }), false)
         m.oursMemory = await measureMemory('ours', ours, () => startOurs(isolated, { ACCESS_TOKEN_TTL_S: '86400' }, { inspect: true }), true)
@@ -139,6 +146,8 @@ interface Measured {
 function report(settings: BenchSettings, m: Required<Measured>, clients: number, procs: number, addresses: string[]): ScenarioResult {
   const deliveriesRatio = m.oursSat.deliveriesPerSec / m.peerSat.deliveriesPerSec
   const memoryRatio = m.oursMemory.bytesPerConn / m.rawMemory.bytesPerConn
+  // Reported beside the target, not instead of it: the target is checked on the whole delta.
+  const marginalMemoryRatio = m.oursMemory.marginalBytesPerConn / m.rawMemory.marginalBytesPerConn
   const p99 = m.oursLatency.p99
   const checks = [
     { what: 'ours ÷ Socket.IO deliveries/s', value: deliveriesRatio.toFixed(2), target: `>= ${DELIVERIES_TARGET}`, pass: deliveriesRatio >= DELIVERIES_TARGET },
@@ -174,7 +183,8 @@ function report(settings: BenchSettings, m: Required<Measured>, clients: number,
     latencyP99Ms: NaN,
     errors: 0,
     note:
-      `${Math.round(r.bytesPerConn).toLocaleString('en-US')} B/socket (RSS ${mib(r.beforeBytes)} → ${mib(r.afterBytes)} MiB, ${r.sockets} sockets` +
+      `${Math.round(r.bytesPerConn).toLocaleString('en-US')} B/socket, second half alone ${Math.round(r.marginalBytesPerConn).toLocaleString('en-US')} ` +
+      `(RSS ${mib(r.beforeBytes)} → ${mib(r.afterBytes)} MiB, ${r.sockets} sockets` +
       `${r.heapPerConn === undefined ? '' : `; JS heap used ${Math.round(r.heapPerConn).toLocaleString('en-US')}, committed ${Math.round(r.heapCommittedPerConn ?? NaN).toLocaleString('en-US')} B/socket`})`,
   })
   const rows: ResultRow[] = [
@@ -191,13 +201,16 @@ function report(settings: BenchSettings, m: Required<Measured>, clients: number,
     `${procs} client processes, clocks within ${m.clock.maxOffsetMs.toFixed(2)} ms`
   return {
     rows,
-    headline: `${checks.map((c) => `${c.what} = ${c.value} (target ${c.target}): ${c.pass ? 'pass' : 'MISSED'}`).join('; ')} [${topology}]`,
+    headline:
+      `${checks.map((c) => `${c.what} = ${c.value} (target ${c.target}): ${c.pass ? 'pass' : 'MISSED'}`).join('; ')}; ` +
+      `for information, the second half of the sockets alone: ours ÷ raw = ${marginalMemoryRatio.toFixed(2)} [${topology}]`,
     summary: {
       scenario: 'ws-fanout',
       pass: checks.every((c) => c.pass),
       deliveriesRatio: round(deliveriesRatio, 3),
       oursP99Ms: round(p99, 3),
       memoryRatio: round(memoryRatio, 3),
+      marginalMemoryRatio: round(marginalMemoryRatio, 3),
       targets: { deliveriesRatio: DELIVERIES_TARGET, oursP99Ms: P99_TARGET_MS, memoryRatio: MEMORY_TARGET },
       oursDeliveriesPerSec: Math.round(m.oursSat.deliveriesPerSec),
       peerDeliveriesPerSec: Math.round(m.peerSat.deliveriesPerSec),
@@ -213,6 +226,8 @@ function report(settings: BenchSettings, m: Required<Measured>, clients: number,
       peerAfterAnswerP99Ms: round(m.peerLatency.afterAnswerP99, 3),
       rawBytesPerConn: Math.round(m.rawMemory.bytesPerConn),
       oursBytesPerConn: Math.round(m.oursMemory.bytesPerConn),
+      rawMarginalBytesPerConn: Math.round(m.rawMemory.marginalBytesPerConn),
+      oursMarginalBytesPerConn: Math.round(m.oursMemory.marginalBytesPerConn),
       peerBytesPerConn: Math.round(m.peerMemory.bytesPerConn),
       oursHeapUsedBytesPerConn: m.oursMemory.heapPerConn === undefined ? null : Math.round(m.oursMemory.heapPerConn),
       oursHeapCommittedBytesPerConn: m.oursMemory.heapCommittedPerConn === undefined ? null : Math.round(m.oursMemory.heapCommittedPerConn),
