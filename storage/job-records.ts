@@ -89,14 +89,16 @@ export async function findJobRecord(sql: Queryable, id: string): Promise<JobReco
   return row
 }
 
-// Only jobs still waiting need the mark: one that started is no longer the dispatcher's business.
-// Batch updates of jobs lock their rows in id order first: two batches touching the same jobs (the enqueuer
-// marking them published, a worker recording them) then wait for each other instead of deadlocking.
+// Only jobs still waiting need the mark: one that started is no longer the dispatcher's business, and a row
+// locked by someone else is a worker recording that start, so the mark skips it rather than waiting. A mark
+// that never waits on a row lock can never be one side of a deadlock with the workers' state writes, whatever
+// order their plans update rows in. (A start whose statement then fails leaves its job queued and unmarked:
+// at worst the dispatcher publishes it again, a duplicate the stream drops.)
 export async function markJobsPublished(sql: Queryable, ids: readonly string[]): Promise<void> {
   if (ids.length === 0) return
   await sql`
     with locked as (
-      select id from jobs where id = any(${ids as string[]}::uuid[]) and published_at is null and status = 'queued' order by id for update)
+      select id from jobs where id = any(${ids as string[]}::uuid[]) and published_at is null and status = 'queued' for update skip locked)
     update jobs set published_at = now() where id in (select id from locked)`
 }
 
@@ -147,10 +149,12 @@ export interface JobStateChange {
  */
 export async function recordJobStates(sql: Sql, changes: readonly JobStateChange[]): Promise<Map<string, { status: JobStatus; attempts: number }>> {
   if (changes.length === 0) return new Map()
-  // In id order, as the published marks lock theirs, so the two never deadlock: for batches this size the
-  // plan is a nested loop over the input as given, which locks each row as it updates it. (Locking them all
-  // first with a separate `for update` pass cost about 40% more Postgres time per job; should a plan ever
-  // differ and two statements deadlock, Postgres aborts one and its jobs are delivered again.)
+  // No locking pass of its own first (it cost about 40% more Postgres time per job): the published marks skip
+  // rows locked here instead of waiting, so only two state writes of the same jobs (a redelivery racing its
+  // first run, on two workers) could deadlock. In id order, so that with the usual plan (a nested loop over
+  // the input as given) even they take their locks in the same order; a small table gets a hash join that
+  // goes in table order instead, the same for both. Should they deadlock anyway, Postgres aborts one, and
+  // the worker writes that batch again (isDeadlock).
   const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
   const rows = await sql<{ id: string; status: JobStatus; attempts: number }[]>`
     update jobs j set

@@ -114,6 +114,11 @@ export function isPostgresError(err: unknown): boolean {
   return err instanceof postgres.PostgresError
 }
 
+/** Postgres aborted this statement to break a deadlock; the others involved went on. */
+export function isDeadlock(err: unknown): boolean {
+  return err instanceof postgres.PostgresError && err.code === '40P01'
+}
+
 /** A unique constraint refused the write. */
 export function isUniqueViolation(err: unknown): boolean {
   return err instanceof postgres.PostgresError && err.code === '23505'

@@ -14,6 +14,7 @@ import { scratchDatabase } from './support/services.js'
 import { dropBetween } from './support/packet-drop.js'
 import { proxyFor } from './support/tcp-proxy.js'
 import { createTestJobTables, testJobs } from './support/test-jobs.js'
+import { markJobsPublished } from '../storage/job-records.js'
 
 // The jobs suite has a database of its own: every scheduler scans its database for due jobs.
 const namespace = `${inject('namespace')}_jobs`
@@ -117,22 +118,55 @@ describe('enqueueing', () => {
     const requests = [
       { name: 'test.record', payload: { label: tricky }, priority: 'high' as const, requestId: 'req,"1"' },
       { name: 'test.record', payload: { label: `${label}-later`, sleepMs: 0 }, runAt: later, idempotencyKey: `${label} "key"` },
-      { name: 'test.record', payload: { label: `${label}-plain` } },
+      { name: 'test.effect', payload: { key: 'NULL' }, requestId: 'NULL' },
+      // The same key twice in one batch is one job.
+      { name: 'test.record', payload: { label: `${label}-again` }, idempotencyKey: `${label} "key"` },
     ]
     const many = await node.jobs.enqueueMany(requests)
+    expect(many[3]).toEqual({ id: many[1]!.id, duplicate: true })
     const one = await node.jobs.enqueue({ ...requests[0]!, payload: { label: `${tricky} single` } })
-    const rows = await node.sql<{ id: string; payload: unknown; priority: string; requestId: string | null; idempotencyKey: string | null; delayed: boolean; runAt: Date; maxAttempts: number }[]>`
-      select id, payload, priority, request_id as "requestId", idempotency_key as "idempotencyKey", delayed, run_at as "runAt", max_attempts as "maxAttempts"
-      from jobs where id = any(${[...many.map((m) => m.id), one.id]}::uuid[])`
+    const oneLater = await node.jobs.enqueue({ name: 'test.record', payload: { label: `${label}-single-later` }, runAt: later })
+    const rows = await node.sql<{ id: string; name: string; queue: string; payload: unknown; priority: string; requestId: string | null; idempotencyKey: string | null; delayed: boolean; runAt: Date; maxAttempts: number }[]>`
+      select id, name, queue, payload, priority, request_id as "requestId", idempotency_key as "idempotencyKey", delayed, run_at as "runAt", max_attempts as "maxAttempts"
+      from jobs where id = any(${[...many.map((m) => m.id), one.id, oneLater.id]}::uuid[])`
+    expect(rows).toHaveLength(5)
     const byId = new Map(rows.map((r) => [r.id, r]))
-    expect(byId.get(many[0]!.id)).toMatchObject({ payload: { label: tricky, sleepMs: 0 }, priority: 'high', requestId: 'req,"1"', idempotencyKey: null, delayed: false, maxAttempts: 5 })
+    expect(byId.get(many[0]!.id)).toMatchObject({ name: 'test.record', queue: 'test', payload: { label: tricky, sleepMs: 0 }, priority: 'high', requestId: 'req,"1"', idempotencyKey: null, delayed: false, maxAttempts: 5 })
     expect(byId.get(many[1]!.id)).toMatchObject({ payload: { label: `${label}-later`, sleepMs: 0 }, priority: 'default', idempotencyKey: `${label} "key"`, delayed: true, runAt: later })
-    expect(byId.get(many[2]!.id)).toMatchObject({ payload: { label: `${label}-plain`, sleepMs: 0 }, requestId: null, delayed: false })
+    expect(byId.get(many[2]!.id)).toMatchObject({ name: 'test.effect', queue: 'test', payload: { key: 'NULL', sleepMs: 0 }, requestId: 'NULL', delayed: false })
     expect(byId.get(one.id)).toMatchObject({ payload: { label: `${tricky} single`, sleepMs: 0 }, priority: 'high' })
+    expect(byId.get(oneLater.id)).toMatchObject({ delayed: true, runAt: later })
     // The jobs due now ran with the payload as given.
     await until(many[0]!.id, 'succeeded')
     await until(one.id, 'succeeded')
     expect(await runsOf(tricky)).toHaveLength(1)
+  })
+
+  test('a published mark skips a job whose row a worker is writing, rather than waiting for it', async () => {
+    const [busy, idle] = [0, 1].map(() => node.jobs.prepare({ name: 'test.record', payload: { label: `mark-${randomUUID()}` }, runAt: new Date(Date.now() + 60 * 60_000) }))
+    await node.sql.begin((tx) => Promise.all([node.jobs.insert(tx, busy!), node.jobs.insert(tx, idle!)]))
+    const published = async (id: string) => (await node.sql<{ at: Date | null }[]>`select published_at as at from jobs where id = ${id}`)[0]!.at
+    let release!: () => void
+    const held = new Promise<void>((resolve) => (release = resolve))
+    let locked!: () => void
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    // Another session holds the row, as a worker's state write would.
+    const holder = node.sql.begin(async (tx) => {
+      await tx`select id from jobs where id = ${busy!.id} for update`
+      locked()
+      await held
+    })
+    await isLocked
+    try {
+      // Were it to wait for the lock, this would not answer before the holder lets go.
+      const answer = await Promise.race([markJobsPublished(node.sql, [busy!.id, idle!.id]).then(() => 'marked'), new Promise((r) => setTimeout(() => r('waited'), 3_000))])
+      expect(answer).toBe('marked')
+      expect(await published(idle!.id)).toBeInstanceOf(Date)
+      expect(await published(busy!.id)).toBeNull()
+    } finally {
+      release()
+      await holder
+    }
   })
 
   test('a job enqueued in a transaction that rolls back never exists and never runs', async () => {
