@@ -37,6 +37,8 @@ const FLOOR_RATE = 100
  *    again at 100 jobs/s, where nothing queues (the floor of the path). For ours, the probes' records tell where
  *    the time went (Postgres timestamps of insert, start write and published mark), and the event-loop busy
  *    share of the enqueuer and the worker tells whether either process was the limit.
+ * 3. The Postgres commit floor: one-row insert commits at 100/s with nothing else running (commitFloor), the
+ *    least any pickup that waits for a commit can take on this machine.
  *
  * BullMQ runs with `removeOnComplete: { age: 3600, count: 1000 }` (production pruning; ours keeps every record).
  * CPU per job is measured from /proc: the two Node processes of a side (the table's CPU column), and in the note
@@ -86,7 +88,7 @@ const scenario: Scenario = {
         const [setting] = await sql<{ autovacuum: string }[]>`select current_setting('autovacuum') as autovacuum`
         const vacuum = setting?.autovacuum === 'off' ? async () => void (await sql`vacuum jobs`) : undefined
         if (vacuum) log('autovacuum is off on this Postgres: a VACUUM of the jobs table before each of our runs stands in for it')
-        return await measure(settings, log, sides, isolated.database, vacuum)
+        return await measure(settings, log, sides, isolated.database, vacuum, () => commitFloor(sql))
       } finally {
         await Promise.allSettled([sql.end({ timeout: 1 }), nc?.close()])
       }
@@ -147,6 +149,7 @@ async function measure(
   sides: Record<Side, Pair>,
   database: string,
   vacuum: (() => Promise<void>) | undefined,
+  commits: () => Promise<CommitFloor>,
 ): Promise<ScenarioResult> {
   const jobs = jobCount()
   const rounds = Math.min(settings.rounds, 3)
@@ -237,6 +240,8 @@ async function measure(
   const bullPickup = await pickup('bullmq', rate)
   const oursFloor = await pickup('ours', FLOOR_RATE)
   const bullFloor = await pickup('bullmq', FLOOR_RATE)
+  const floor = await commits()
+  log(`Postgres commit floor: one-row insert commits at ${FLOOR_RATE}/s, p50 ${floor.p50.toFixed(2)} ms, p99 ${floor.p99.toFixed(2)} ms, max ${floor.max.toFixed(1)} ms`)
 
   // A pickup-only run (BENCH_PICKUP_RATE) has no rounds: its throughput figures are NaN and it does not pass.
   const med = (values: readonly number[]) => (values.length ? median(values) : Number.NaN)
@@ -286,7 +291,8 @@ async function measure(
       `ours ÷ BullMQ throughput = ${ratio.toFixed(2)} (${jobsPerSec('ours')} vs ${jobsPerSec('bullmq')} jobs/s; rounds ${ratios.map((r) => r.toFixed(2)).join(', ')}; ` +
       `target >= ${THROUGHPUT_TARGET}): ${throughputPass ? 'pass' : 'MISSED'}; ` +
       `p99 pickup at ${rate} jobs/s (${fixedRate ? 'BENCH_PICKUP_RATE' : '½ our saturation'}) = ${oursPickup.p99.toFixed(2)} ms (p50 ${oursPickup.p50.toFixed(2)}; target <= ${PICKUP_P99_TARGET_MS}): ` +
-      `${pickupPass ? 'pass' : 'MISSED'}; BullMQ at that rate p50 ${bullPickup.p50.toFixed(2)} / p99 ${bullPickup.p99.toFixed(2)} ms` +
+      `${pickupPass ? 'pass' : 'MISSED'}; BullMQ at that rate p50 ${bullPickup.p50.toFixed(2)} / p99 ${bullPickup.p99.toFixed(2)} ms; ` +
+      `this machine's Postgres commit alone p99 ${floor.p99.toFixed(2)} ms` +
       (failedJobs ? `; ${failedJobs} jobs failed` : ''),
     summary: {
       scenario: 'jobs',
@@ -308,6 +314,8 @@ async function measure(
       oursFloorP99Ms: round(oursFloor.p99, 2),
       bullmqFloorP50Ms: round(bullFloor.p50, 2),
       bullmqFloorP99Ms: round(bullFloor.p99, 2),
+      commitFloorP50Ms: round(floor.p50, 2),
+      commitFloorP99Ms: round(floor.p99, 2),
       jobs,
       batch: BATCH,
       concurrency: CONCURRENCY,
@@ -316,4 +324,32 @@ async function measure(
       failedJobs,
     },
   }
+}
+
+interface CommitFloor {
+  p50: number
+  p99: number
+  max: number
+}
+
+/**
+ * What any pickup that waits for a Postgres commit cannot beat on this machine: one-row inserts into a plain
+ * (WAL-logged) table, each its own transaction, from the scenario's own connection at the floor rate, with
+ * nothing else running. Ours records a job before it may run, so its pickup is at least this; BullMQ's Redis
+ * here writes nothing to disk.
+ */
+async function commitFloor(sql: postgres.Sql, count = 500): Promise<CommitFloor> {
+  await sql`create table if not exists bench_commit_probe (id bigserial primary key, at timestamptz not null default now())`
+  const samples: number[] = []
+  const start = performance.now()
+  for (let i = 0; i < count; i++) {
+    const due = start + (i * 1000) / FLOOR_RATE
+    const wait = due - performance.now()
+    if (wait > 0) await sleep(wait)
+    const began = performance.now()
+    await sql`insert into bench_commit_probe default values`
+    samples.push(performance.now() - began)
+  }
+  await sql`drop table bench_commit_probe`
+  return { p50: percentile(samples, 0.5), p99: percentile(samples, 0.99), max: percentile(samples, 1) }
 }
