@@ -4,7 +4,7 @@ import { LiveList, Tally, type LiveEntry } from '../core/churn-safe.js'
 import type { Logger } from '../core/log.js'
 import type { Names } from '../core/names.js'
 import { recordJobStates, runnableJobs, type JobPriority, type JobStateChange } from '../storage/job-records.js'
-import { isDeadlock, type Sql } from '../storage/postgres.js'
+import { retryOnDeadlock, type Sql } from '../storage/postgres.js'
 import { priorities, type JobMessage, type JobQueue } from './job-queue.js'
 import type { JobMetrics } from './job-metrics.js'
 import { backoffDelay, PermanentJobError, type JobContext, type JobDefinition } from './jobs/define.js'
@@ -152,12 +152,10 @@ export async function startWorker(o: WorkerOptions): Promise<{ stop(timeoutMs: n
       byJob.set(c.id, earlier && earlier.status === 'running' && c.status !== 'running' ? { ...c, started: true } : c)
     }
     const batch = [...byJob.values()]
-    // Aborted to break a deadlock, the statement changed nothing, and the other side has gone on: once more.
-    const now = await recordJobStates(o.sql, batch).catch((err: unknown) => {
-      if (!isDeadlock(err)) throw err
-      o.log.warn({ err, jobs: batch.length }, 'job state write deadlocked; writing it again')
-      return recordJobStates(o.sql, batch)
-    })
+    const now = await retryOnDeadlock(
+      () => recordJobStates(o.sql, batch),
+      (err) => o.log.warn({ err, jobs: batch.length }, 'job state write deadlocked; writing it again'),
+    )
     return changes.map((c) => now.get(c.id))
   }, RECORD_WINDOW_MS)
   const settling = new Tally()

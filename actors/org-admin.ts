@@ -8,7 +8,7 @@ import { insertEvents } from '../storage/outbox.js'
 import { findJobRecord, type JobRecord } from '../storage/job-records.js'
 import { findExport } from '../storage/exports.js'
 import { deleteOrg, insertCustomRole, insertMember, insertOrg, insertTeam, addTeamMember, removeTeamMember, updateOrg, type Org, type Team } from '../storage/orgs.js'
-import { isUniqueViolation } from '../storage/postgres.js'
+import { isUniqueViolation, retryOnDeadlock } from '../storage/postgres.js'
 import { hashToken } from '../storage/sessions.js'
 import { inTenant } from '../storage/tenant.js'
 import { expectFenced } from './errors.js'
@@ -80,10 +80,16 @@ export async function deleteOrgCommand(s: OrgState, _c: Command, x: OrgContext):
   // Every tenant row goes with it (foreign keys cascade), the audit log included: the event and the log line
   // are what remain.
   const event = eventOf(s, x, new Date(), { type: 'org.deleted', data: { id: x.orgId } })
-  await inTenant(x.d.sql, x.orgId, async (tx) => {
-    await deleteOrg(tx, x.orgId)
-    await insertEvents(tx, [event])
-  })
+  // The cascade locks the organization's job rows in an order of its own, which a worker recording some of
+  // them may cross: Postgres then aborts one side, and if it is this one, the deletion goes again.
+  await retryOnDeadlock(
+    () =>
+      inTenant(x.d.sql, x.orgId, async (tx) => {
+        await deleteOrg(tx, x.orgId)
+        await insertEvents(tx, [event])
+      }),
+    (err) => x.msg.log.warn({ err, orgId: x.orgId }, 'organization deletion deadlocked; deleting again'),
+  )
   x.d.events.publish([event])
   x.msg.log.info({ orgId: x.orgId, actor: caller.actor, requestId: x.msg.requestId }, 'organization deleted')
   const members = [...s.members.keys()]

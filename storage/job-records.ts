@@ -59,8 +59,10 @@ export async function insertJob(sql: Queryable, j: NewJob): Promise<{ id: string
  * Every array goes as text and is cast in SQL, so postgres.js sends the strings as they are (given `jsonb[]`
  * it would encode each JSON text again, as a JSON string).
  */
-export async function insertJobs(sql: Queryable, jobs: readonly NewJob[]): Promise<{ id: string; duplicate: boolean }[]> {
-  if (jobs.length === 0) return []
+export async function insertJobs(sql: Queryable, given: readonly NewJob[]): Promise<{ id: string; duplicate: boolean }[]> {
+  if (given.length === 0) return []
+  // In idempotency-key order, so two batches that share keys take them in the same order instead of deadlocking.
+  const jobs = given.some((j) => j.idempotencyKey !== null) ? [...given].sort(byKey) : given
   const inserted = new Set(
     (
       await sql<{ id: string }[]>`
@@ -74,7 +76,7 @@ export async function insertJobs(sql: Queryable, jobs: readonly NewJob[]): Promi
     ).map((r) => r.id),
   )
   const results: { id: string; duplicate: boolean }[] = []
-  for (const j of jobs) {
+  for (const j of given) {
     if (inserted.has(j.id)) results.push({ id: j.id, duplicate: false })
     else {
       const [existing] = await sql<{ id: string }[]>`select id from jobs where idempotency_key = ${j.idempotencyKey}`
@@ -82,6 +84,11 @@ export async function insertJobs(sql: Queryable, jobs: readonly NewJob[]): Promi
     }
   }
   return results
+}
+
+const byKey = (a: NewJob, b: NewJob) => {
+  const [x, y] = [a.idempotencyKey ?? '', b.idempotencyKey ?? '']
+  return x < y ? -1 : x > y ? 1 : 0
 }
 
 export async function findJobRecord(sql: Queryable, id: string): Promise<JobRecord | undefined> {
@@ -149,12 +156,13 @@ export interface JobStateChange {
  */
 export async function recordJobStates(sql: Sql, changes: readonly JobStateChange[]): Promise<Map<string, { status: JobStatus; attempts: number }>> {
   if (changes.length === 0) return new Map()
-  // No locking pass of its own first (it cost about 40% more Postgres time per job): the published marks skip
-  // rows locked here instead of waiting, so only two state writes of the same jobs (a redelivery racing its
-  // first run, on two workers) could deadlock. In id order, so that with the usual plan (a nested loop over
-  // the input as given) even they take their locks in the same order; a small table gets a hash join that
-  // goes in table order instead, the same for both. Should they deadlock anyway, Postgres aborts one, and
-  // the worker writes that batch again (isDeadlock).
+  // No locking pass of its own first (it cost about 40% more Postgres time per job). The published marks skip
+  // rows locked here instead of waiting, so they never deadlock with it. What still can: two state writes of
+  // the same jobs (a redelivery racing its first run, on two workers) whose plans take different orders (a
+  // nested loop goes in input order, a hash join on a small table in table order), and an organization's
+  // deletion, whose cascade takes its job rows in an order of its own. Postgres then aborts one side, and
+  // both the worker and the deletion run again (retryOnDeadlock). Sorted by id, so the usual plan, a nested
+  // loop over the input as given, takes the locks in the same order in every batch.
   const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
   const rows = await sql<{ id: string; status: JobStatus; attempts: number }[]>`
     update jobs j set

@@ -119,6 +119,22 @@ export function isDeadlock(err: unknown): boolean {
   return err instanceof postgres.PostgresError && err.code === '40P01'
 }
 
+/**
+ * Runs `run` again, up to `attempts` runs in all, while Postgres aborts it to break a deadlock: the aborted
+ * transaction changed nothing, and the other side has since gone on. For statements that lock many rows in
+ * an order they cannot choose (a cascade, a plan's own).
+ */
+export async function retryOnDeadlock<T>(run: () => Promise<T>, onRetry: (err: unknown) => void, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run()
+    } catch (err) {
+      if (!isDeadlock(err) || attempt >= attempts) throw err
+      onRetry(err)
+    }
+  }
+}
+
 /** A unique constraint refused the write. */
 export function isUniqueViolation(err: unknown): boolean {
   return err instanceof postgres.PostgresError && err.code === '23505'

@@ -156,17 +156,100 @@ describe('enqueueing', () => {
       locked()
       await held
     })
-    await isLocked
+    let timer: NodeJS.Timeout | undefined
     try {
+      await Promise.race([isLocked, holder])
       // Were it to wait for the lock, this would not answer before the holder lets go.
-      const answer = await Promise.race([markJobsPublished(node.sql, [busy!.id, idle!.id]).then(() => 'marked'), new Promise((r) => setTimeout(() => r('waited'), 3_000))])
+      const answer = await Promise.race([markJobsPublished(node.sql, [busy!.id, idle!.id]).then(() => 'marked'), new Promise((r) => (timer = setTimeout(() => r('waited'), 3_000)))])
       expect(answer).toBe('marked')
       expect(await published(idle!.id)).toBeInstanceOf(Date)
       expect(await published(busy!.id)).toBeNull()
     } finally {
+      clearTimeout(timer)
       release()
       await holder
     }
+  })
+
+  test('a batch whose idempotency keys another enqueue is writing waits for it instead of deadlocking', async () => {
+    const prefix = `keys-${randomUUID()}`
+    const [first, second] = [`${prefix}-a`, `${prefix}-b`]
+    const later = new Date(Date.now() + 3_600_000)
+    const job = (key: string) => node.jobs.prepare({ name: 'test.record', payload: { label: key }, idempotencyKey: key, runAt: later })
+    let proceed!: () => void
+    const go = new Promise<void>((resolve) => (proceed = resolve))
+    let holding!: () => void
+    const holds = new Promise<void>((resolve) => (holding = resolve))
+    const [a, b] = [job(first), job(second)]
+    // Another enqueue's transaction: writes the first key, then (once the batch is waiting) the second.
+    const other = node.sql.begin(async (tx) => {
+      await node.jobs.insert(tx, a)
+      holding()
+      await go
+      await node.jobs.insert(tx, b)
+    })
+    try {
+      await Promise.race([holds, other])
+      // Given in the other order: taken in key order, the batch waits for the first key holding nothing.
+      const batch = node.jobs.enqueueMany([second, first].map((key) => ({ name: 'test.record', payload: { label: key }, idempotencyKey: key, runAt: later })))
+      await eventually(
+        () => node.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query ilike '%insert into jobs%' and pid <> pg_backend_pid()`,
+        (rows) => rows[0]!.n > 0,
+        5_000,
+        'the batch to wait for the other enqueue',
+      )
+      proceed()
+      await other
+      expect(await batch).toEqual([
+        { id: b.id, duplicate: true },
+        { id: a.id, duplicate: true },
+      ])
+    } finally {
+      proceed()
+      await other.catch(() => undefined)
+    }
+  })
+
+  test('an organization deletion that deadlocks with a worker writing its jobs goes again and succeeds', async () => {
+    const owner = await register(node.url)
+    const org = await createOrg(node.url, owner)
+    // Three of its jobs, one after another (so every order the deletion's cascade can take has the second in
+    // the middle), waiting an hour so none runs.
+    const jobs: string[] = []
+    for (let i = 0; i < 3; i++) jobs.push((await node.jobs.enqueue({ name: 'test.record', payload: { label: `cascade-${i}` }, orgId: org.id, runAt: new Date(Date.now() + 3_600_000) })).id)
+    const deadlocks = async () => (await node.sql<{ n: number }[]>`select deadlocks::int as n from pg_stat_database where datname = current_database()`)[0]!.n
+    const before = await deadlocks()
+    let proceed!: () => void
+    const go = new Promise<void>((resolve) => (proceed = resolve))
+    let locked!: () => void
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    // Another session, as a worker's state write would: holds the middle job, then wants the other two.
+    const holder = node.sql.begin(async (tx) => {
+      await tx`select id from jobs where id = ${jobs[1]!} for update`
+      locked()
+      await go
+      await tx`select id from jobs where id = any(${[jobs[0]!, jobs[2]!]}::uuid[]) for update`
+    })
+    try {
+      await Promise.race([isLocked, holder])
+      const deleting = call(node.url, bearer(owner.accessToken), { method: 'DELETE', path: `/v1/orgs/${org.id}` })
+      // The deletion took the first job in its order and waits for the middle one.
+      await eventually(
+        () => node.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'delete from organizations%'`,
+        (rows) => rows[0]!.n > 0,
+        5_000,
+        'the deletion to wait for the held job',
+      )
+      // Now each waits for the other; Postgres aborts the deletion, which waited first, a second later.
+      proceed()
+      await holder
+      expect((await deleting).status).toBe(204)
+    } finally {
+      proceed()
+      await holder.catch(() => undefined)
+    }
+    expect(await node.sql`select id from jobs where id = any(${jobs}::uuid[])`).toHaveLength(0)
+    await eventually(deadlocks, (n) => n > before, 5_000, 'Postgres to count the deadlock')
   })
 
   test('a job enqueued in a transaction that rolls back never exists and never runs', async () => {
