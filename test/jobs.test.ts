@@ -193,7 +193,9 @@ describe('enqueueing', () => {
       // Given in the other order: taken in key order, the batch waits for the first key holding nothing.
       const batch = node.jobs.enqueueMany([second, first].map((key) => ({ name: 'test.record', payload: { label: key }, idempotencyKey: key, runAt: later })))
       await eventually(
-        () => node.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query ilike '%insert into jobs%' and pid <> pg_backend_pid()`,
+        () => node.sql<{ n: number }[]>`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock' and query ilike '%insert into jobs%'`,
         (rows) => rows[0]!.n > 0,
         5_000,
         'the batch to wait for the other enqueue',
@@ -213,43 +215,46 @@ describe('enqueueing', () => {
   test('an organization deletion that deadlocks with a worker writing its jobs goes again and succeeds', async () => {
     const owner = await register(node.url)
     const org = await createOrg(node.url, owner)
-    // Three of its jobs, one after another (so every order the deletion's cascade can take has the second in
-    // the middle), waiting an hour so none runs.
+    // Three of its jobs, waiting an hour so none runs.
     const jobs: string[] = []
     for (let i = 0; i < 3; i++) jobs.push((await node.jobs.enqueue({ name: 'test.record', payload: { label: `cascade-${i}` }, orgId: org.id, runAt: new Date(Date.now() + 3_600_000) })).id)
-    const deadlocks = async () => (await node.sql<{ n: number }[]>`select deadlocks::int as n from pg_stat_database where datname = current_database()`)[0]!.n
-    const before = await deadlocks()
     let proceed!: () => void
     const go = new Promise<void>((resolve) => (proceed = resolve))
     let locked!: () => void
     const isLocked = new Promise<void>((resolve) => (locked = resolve))
-    // Another session, as a worker's state write would: holds the middle job, then wants the other two.
+    // Another session, as a worker's state write would: holds one job, then wants the others, then (so that it
+    // waits for the deletion whatever order the cascade took the jobs in) the organization's row. It checks for
+    // deadlocks only after 10 s, so the deletion, which checks after Postgres's default 1 s, is the side aborted.
     const holder = node.sql.begin(async (tx) => {
+      await tx`set local deadlock_timeout = '10s'`
       await tx`select id from jobs where id = ${jobs[1]!} for update`
       locked()
       await go
       await tx`select id from jobs where id = any(${[jobs[0]!, jobs[2]!]}::uuid[]) for update`
+      // Answered only once the deletion let go of the row: the deletion was aborted, and the row is still there.
+      return tx<{ id: string }[]>`select id from organizations where id = ${org.id} for key share`
     })
+    let deleting: Promise<Response> | undefined
     try {
       await Promise.race([isLocked, holder])
-      const deleting = call(node.url, bearer(owner.accessToken), { method: 'DELETE', path: `/v1/orgs/${org.id}` })
-      // The deletion took the first job in its order and waits for the middle one.
+      deleting = call(node.url, bearer(owner.accessToken), { method: 'DELETE', path: `/v1/orgs/${org.id}` })
       await eventually(
-        () => node.sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where wait_event_type = 'Lock' and query ilike 'delete from organizations%'`,
+        () => node.sql<{ n: number }[]>`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock' and query ilike 'delete from organizations%'`,
         (rows) => rows[0]!.n > 0,
         5_000,
         'the deletion to wait for the held job',
       )
-      // Now each waits for the other; Postgres aborts the deletion, which waited first, a second later.
       proceed()
-      await holder
+      expect(await holder).toHaveLength(1)
       expect((await deleting).status).toBe(204)
     } finally {
       proceed()
-      await holder.catch(() => undefined)
+      await Promise.allSettled([holder, deleting])
     }
     expect(await node.sql`select id from jobs where id = any(${jobs}::uuid[])`).toHaveLength(0)
-    await eventually(deadlocks, (n) => n > before, 5_000, 'Postgres to count the deadlock')
+    expect(await node.sql`select id from organizations where id = ${org.id}`).toHaveLength(0)
   })
 
   test('a job enqueued in a transaction that rolls back never exists and never runs', async () => {
