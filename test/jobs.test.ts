@@ -56,6 +56,17 @@ const statusOf = async (id: string) => (await node.sql<{ status: string; attempt
 const runsOf = async (label: string) => node.sql<{ startedAt: Date }[]>`select started_at as "startedAt" from test_job_runs where label = ${label} order by id`
 const until = (id: string, status: string, timeoutMs = 10_000) => eventually(() => statusOf(id), (s) => s?.status === status, timeoutMs, `job ${id} to be ${status}`)
 
+/** Until another session of this database waits for a lock in a statement matching `pattern` (ilike). */
+const waitingOnLock = (pattern: string, what: string) =>
+  eventually(
+    () => node.sql<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+      where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock' and query ilike ${pattern}`,
+    (rows) => rows[0]!.n > 0,
+    5_000,
+    what,
+  )
+
 /** Which sessions hold an advisory lock (the scheduler's lease) in the database `sql` is connected to. */
 const leaseHolders = async (sql: postgres.Sql) =>
   (
@@ -192,14 +203,7 @@ describe('enqueueing', () => {
       await Promise.race([holds, other])
       // Given in the other order: taken in key order, the batch waits for the first key holding nothing.
       const batch = node.jobs.enqueueMany([second, first].map((key) => ({ name: 'test.record', payload: { label: key }, idempotencyKey: key, runAt: later })))
-      await eventually(
-        () => node.sql<{ n: number }[]>`
-          select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock' and query ilike '%insert into jobs%'`,
-        (rows) => rows[0]!.n > 0,
-        5_000,
-        'the batch to wait for the other enqueue',
-      )
+      await waitingOnLock('%insert into jobs%', 'the batch to wait for the other enqueue')
       proceed()
       await other
       expect(await batch).toEqual([
@@ -238,14 +242,7 @@ describe('enqueueing', () => {
     try {
       await Promise.race([isLocked, holder])
       deleting = call(node.url, bearer(owner.accessToken), { method: 'DELETE', path: `/v1/orgs/${org.id}` })
-      await eventually(
-        () => node.sql<{ n: number }[]>`
-          select count(*)::int as n from pg_stat_activity
-          where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock' and query ilike 'delete from organizations%'`,
-        (rows) => rows[0]!.n > 0,
-        5_000,
-        'the deletion to wait for the held job',
-      )
+      await waitingOnLock('delete from organizations%', 'the deletion to wait for the held job')
       proceed()
       expect(await holder).toHaveLength(1)
       expect((await deleting).status).toBe(204)
