@@ -62,7 +62,7 @@ export async function insertJob(sql: Queryable, j: NewJob): Promise<{ id: string
 export async function insertJobs(sql: Queryable, given: readonly NewJob[]): Promise<{ id: string; duplicate: boolean }[]> {
   if (given.length === 0) return []
   // In idempotency-key order, so two batches that share keys take them in the same order instead of deadlocking.
-  const jobs = given.some((j) => j.idempotencyKey !== null) ? [...given].sort(byKey) : given
+  const jobs = [...given].sort((a, b) => compare(a.idempotencyKey ?? '', b.idempotencyKey ?? ''))
   const inserted = new Set(
     (
       await sql<{ id: string }[]>`
@@ -86,10 +86,8 @@ export async function insertJobs(sql: Queryable, given: readonly NewJob[]): Prom
   return results
 }
 
-const byKey = (a: NewJob, b: NewJob) => {
-  const [x, y] = [a.idempotencyKey ?? '', b.idempotencyKey ?? '']
-  return x < y ? -1 : x > y ? 1 : 0
-}
+/** Plain code-unit order, the same whatever the locale: for taking locks in one order everywhere. */
+const compare = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0)
 
 export async function findJobRecord(sql: Queryable, id: string): Promise<JobRecord | undefined> {
   const [row] = await sql<JobRecord[]>`select ${columns(sql)} from jobs where id = ${id}`
@@ -163,7 +161,7 @@ export async function recordJobStates(sql: Sql, changes: readonly JobStateChange
   // deletion, whose cascade takes its job rows in an order of its own. Postgres then aborts one side, and
   // both the worker and the deletion run again (retryOnDeadlock). Sorted by id, so the usual plan, a nested
   // loop over the input as given, takes the locks in the same order in every batch.
-  const sorted = [...changes].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+  const sorted = [...changes].sort((a, b) => compare(a.id, b.id))
   const rows = await sql<{ id: string; status: JobStatus; attempts: number }[]>`
     update jobs j set
       attempts = case when v.started::boolean then j.attempts + 1 else j.attempts end,

@@ -339,8 +339,8 @@ interface CommitFloor {
 /**
  * What any pickup that waits for a Postgres commit cannot beat on this machine: one-row inserts into a plain
  * (WAL-logged) table, each its own transaction, from the scenario's own connection at the floor rate, while
- * no jobs flow (the four processes are up but idle; autovacuum, where on, may still be at work). Ours records a job before it may run, so its pickup is at least this; BullMQ's Redis
- * here writes nothing to disk.
+ * no jobs flow (the four processes are up but idle; autovacuum, where on, may still be at work). Ours records
+ * a job before it may run, so its pickup is at least this; BullMQ's Redis here writes nothing to disk.
  */
 async function commitFloor(sql: postgres.Sql, count = 500): Promise<CommitFloor> {
   await sql`create table if not exists bench_commit_probe (id bigserial primary key, at timestamptz not null default now())`
